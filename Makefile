@@ -1,0 +1,29 @@
+# The two commands of the README. Both create .venv and install the project (editable, with the
+# test and cluster extras) when the venv is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= all
+BIN := $(VENV)/bin
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup clean-results
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,cluster]' 2>&1 \
+		| { grep -v "^WARNING: Location" || true; }
+	$(BIN)/python -c "import sslkit, torch, snakemake, mlflow"
+	touch $(STAMP)
+
+clean-results:
+	rm -rf results logs .snakemake

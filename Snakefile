@@ -1,0 +1,30 @@
+# Stepwise SSL: reproduce "On the Stepwise Nature of Self-Supervised Learning" (Simon et al., 2023).
+# DAG: data -> linear model vs theory -> SSL training (small/standard init) -> checkpoint spectra,
+# step detection, probes -> empirical NTK alignment -> tables, figures, report.
+# Run: `make run` (or `snakemake --cores all`); other scales: `--configfile config/<scale>.yaml`.
+from snakemake.utils import min_version, validate
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+
+
+
+include: "rules/data.smk"  # prepare_data, linear_pairs
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

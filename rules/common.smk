@@ -1,0 +1,35 @@
+# Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
+# here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
+import sslkit.data
+
+
+DATASET = config["dataset"]
+DATASETS = list(sslkit.data.DATASETS)
+
+
+def data_options(dataset):
+    """Keyword options of sslkit.data.load_dataset for one dataset."""
+    if dataset == "imagefolder":
+        return {"path": config["imagefolder"]["path"], "image_size": config["imagefolder"]["image_size"]}
+    return {"data_dir": config["data_dir"], "download": config["download"]}
+
+
+def pairs_crop(dataset):
+    crop = config["pairs"]["crop"]
+    return crop if crop is not None else sslkit.data.DEFAULT_CROP[dataset]
+
+
+def all_targets():
+    """Every final output of the configured workflow, stage by stage."""
+    targets = [
+        # data (rules/data.smk)
+        f"results/data/{DATASET}/manifest.json",
+        f"results/linear/{DATASET}/pairs.npz",
+    ]
+    # linear model vs theory (rules/linear.smk): results/linear/{dataset}/summary.json, Fig. 1A-B, 6
+    # kernel theory + wide MLP (rules/mlp.smk): results/mlp/{dataset}/summary.json, Fig. 2A-B
+    # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
+    # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
+    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
+    # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
+    return targets

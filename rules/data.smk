@@ -1,0 +1,42 @@
+# Stage 1: data. Canonical uint8 arrays per split, and the positive pairs of the linear model.
+
+
+rule prepare_data:
+    output:
+        manifest="results/data/{dataset}/manifest.json",
+        train_x="results/data/{dataset}/train_x.npy",
+        train_y="results/data/{dataset}/train_y.npy",
+        test_x="results/data/{dataset}/test_x.npy",
+        test_y="results/data/{dataset}/test_y.npy",
+    params:
+        options=lambda wc: data_options(wc.dataset),
+    log:
+        "logs/prepare_data/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/prepare_data.py"
+
+
+rule linear_pairs:
+    input:
+        manifest="results/data/{dataset}/manifest.json",
+    output:
+        pairs="results/linear/{dataset}/pairs.npz",
+    params:
+        n=config["pairs"]["n"],
+        crop=lambda wc: pairs_crop(wc.dataset),
+        split=config["pairs"]["split"],
+        seed=config["pairs"]["seed"],
+    log:
+        "logs/linear_pairs/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/linear_pairs.py"

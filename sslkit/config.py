@@ -1,0 +1,105 @@
+"""Workflow configuration: loading overlays, schema validation with readable errors.
+
+The Snakefile validates with ``snakemake.utils.validate(config, "config/schema.yaml")``; this module
+does the same outside Snakemake (bench scripts, notebooks, tests) and turns jsonschema's errors
+into one line that names the offending key, e.g.
+``config key 'pairs.n': -5 is less than the minimum of 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "config.yaml"
+
+__all__ = ["ConfigError", "load_schema", "validate", "load_config", "deep_update", "key_path"]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the key."""
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def deep_update(base: dict, overlay: Mapping) -> dict:
+    """Recursively merge ``overlay`` into ``base`` (in place) the way Snakemake merges configfiles."""
+    for k, v in overlay.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def key_path(error) -> str:
+    """Dotted config key of a jsonschema error (the unexpected key for additionalProperties)."""
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        import re
+
+        extra = re.findall(r"'([^']+)' (?:was|were) unexpected", error.message)
+        names = re.findall(r"'([^']+)'", error.message.split("(")[-1]) if not extra else extra
+        if names:
+            parts.append(names[0])
+    return ".".join(parts) or "<top level>"
+
+
+def _validator(schema: dict):
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema)
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})(schema)
+
+
+def validate(config: dict, schema: dict | None = None, set_defaults: bool = True) -> dict:
+    """Validate ``config`` against the schema (filling defaults in place); raise ``ConfigError``.
+
+    All violations are reported, one per line, each naming its key.
+    """
+    schema = schema if schema is not None else load_schema()
+    if set_defaults:
+        validator = _validator(schema)
+    else:
+        import jsonschema
+
+        validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"config key '{key_path(e)}': {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    return config
+
+
+def load_config(*overlays: str | os.PathLike | Mapping, base: str | os.PathLike | None = DEFAULT_CONFIG,
+                check: bool = True) -> dict:
+    """Default config, overlaid by YAML files or dicts in order (like ``--configfile``/``--config``)."""
+    config: dict = {}
+    if base is not None:
+        with open(base) as fh:
+            config = yaml.safe_load(fh) or {}
+    for ov in overlays:
+        if not isinstance(ov, Mapping):
+            with open(ov) as fh:
+                ov = yaml.safe_load(fh) or {}
+        deep_update(config, ov)
+    return validate(config) if check else config

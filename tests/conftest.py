@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests run offline on the CPU; real-data tests need $SSLKIT_DATASETS."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_datasets() -> Path | None:
+    """Directory holding cifar10-jpeg.tar.gz: $SSLKIT_DATASETS (set by .ci/run), else ../shared/datasets."""
+    env = os.environ.get("SSLKIT_DATASETS")
+    candidates = [Path(env)] if env else [REPO.parent / "shared" / "datasets"]
+    for c in candidates:
+        if (c / "cifar10-jpeg.tar.gz").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    d = shared_datasets()
+    if d is None:
+        pytest.skip("CIFAR-10 tarball not available (set SSLKIT_DATASETS to the folder holding it)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch):
+    # keep BLAS/torch from oversubscribing the 2-core CI machine
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
