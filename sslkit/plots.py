@@ -78,8 +78,8 @@ def fig1ab_linear(t: np.ndarray, loss: np.ndarray, eigs: np.ndarray, theory_eigs
     with style():
         fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11.0, 4.0))
         stair = (tau[None, :] > t[:, None]).sum(axis=1)
-        ax_a.plot(t, stair, color="0.6", lw=1.2, drawstyle="steps-post", label="theory staircase (Eq. 20)")
-        ax_a.plot(t, loss, color="k", lw=1.6, label="simulation")
+        ax_a.plot(t, stair, color="0.78", lw=4.0, drawstyle="steps-post", label="theory staircase (Eq. 20)")
+        ax_a.plot(t, loss, color="k", lw=1.3, label="simulation")
         for j in range(d):
             ax_a.axvline(tau[j], color=colors[j], ls="--", lw=1.0, label="step times $\\tau_j$" if j == 0 else None)
         ax_a.set_xscale("log")
