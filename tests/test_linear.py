@@ -223,3 +223,48 @@ def test_appendix_c_matches_eq47_48():
     i = len(t) // 2
     ref = rk4(arr["gamma"], A0, t[i], t[i] / 4000)
     np.testing.assert_allclose(A[i], ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# experiment driver and config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_linear_experiment_summary_and_explicit_steps():
+    X, Xp = random_pairs(300, 16, seed=2, noise=0.1)
+    scales = 2.0 ** -np.arange(16)                     # well separated variances -> separated gammas
+    X, Xp = X * scales, Xp * scales
+    summary, arr = L.run_linear_experiment(X, Xp, d=3, alpha=1e-6, lr=2e-3, steps=None, record_points=300)
+    g, V = L.eigh_desc(L.gamma_matrix(X, Xp))
+    np.testing.assert_allclose(summary["gamma"], g[:3])
+    np.testing.assert_allclose(summary["s0_effective"], L.effective_s0(L.init_weights(3, 16, 1e-6, 0), V))
+    assert summary["steps"] == L.auto_steps(g[:3], summary["s0_effective"], 2e-3, margin=0.1)
+    assert summary["n_separated_steps"] == 3 and summary["final_loss"] < 1e-3
+    R = len(arr["t"])
+    assert arr["eigs"].shape == arr["theory_eigs"].shape == (R, 3) and arr["loss"].shape == (R,)
+    short, _ = L.run_linear_experiment(X, Xp, d=3, alpha=1e-6, lr=2e-3, steps=50, record_points=20)
+    assert short["steps"] == 50 and short["t_end"] == pytest.approx(0.1)
+    assert not short["all_modes_learned"] and np.isnan(short["tau_measured"][-1])
+
+
+@pytest.mark.parametrize("overlay,key", [({"linear": {"d": 0}}, "linear.d"),
+                                         ({"linear": {"lr": 0}}, "linear.lr"),
+                                         ({"linear": {"steps": "auto"}}, "linear.steps"),
+                                         ({"linear": {"dd": 3}}, "linear.dd"),
+                                         ({"appendix_c": {"scale": -1.0}}, "appendix_c.scale")])
+def test_linear_config_rejects_bad_values(overlay, key):
+    from sslkit import config as cfgmod
+
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.load_config(overlay)
+    assert f"'{key}'" in str(err.value)
+
+
+def test_linear_config_defaults_and_cifar10_overlay(repo):
+    from sslkit import config as cfgmod
+
+    cfg = cfgmod.load_config()
+    assert cfg["linear"]["steps"] is None and cfg["linear"]["alpha"] == 1e-7 and cfg["linear"]["lr"] == 5e-5
+    paper = cfgmod.load_config(repo / "config" / "cifar10.yaml")
+    assert (paper["linear"]["d"], paper["linear"]["alpha"], paper["linear"]["lr"]) == (10, 1e-7, 5e-5)
+    assert (paper["pairs"]["n"], paper["pairs"]["crop"]) == (500, 20)
