@@ -22,6 +22,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"  # prepare_data, linear_pairs
+include: "rules/linear.smk"  # linear_sim, appendix_c, fig1ab_linear, fig6_appendix_c
 
 
 rule all:

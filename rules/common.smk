@@ -1,10 +1,13 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
 import sslkit.data
+import sslkit.plots
 
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
+# figure jobs declare these as inputs: editing the plotting module or the style reruns them
+PLOT_SOURCES = sslkit.plots.SOURCES
 
 
 def data_options(dataset):
@@ -26,7 +29,15 @@ def all_targets():
         f"results/data/{DATASET}/manifest.json",
         f"results/linear/{DATASET}/pairs.npz",
     ]
-    # linear model vs theory (rules/linear.smk): results/linear/{dataset}/summary.json, Fig. 1A-B, 6
+    # linear model vs exact theory (rules/linear.smk): Fig. 1A-B, Appendix C / Fig. 6
+    targets += [
+        f"results/linear/{DATASET}/summary.json",
+        f"results/figures/fig1ab_linear_{DATASET}.png",
+        f"results/figures/fig1ab_linear_{DATASET}.pdf",
+        "results/linear/appendix_c/summary.json",
+        "results/figures/fig6_appendix_c.png",
+        "results/figures/fig6_appendix_c.pdf",
+    ]
     # kernel theory + wide MLP (rules/mlp.smk): results/mlp/{dataset}/summary.json, Fig. 2A-B
     # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7

@@ -9,9 +9,23 @@ From small init the singular values of W in Gamma's eigenbasis follow (Prop. 4.1
     lambda_j(t) = g s_j(t)^2 = 1 / (e^{-8 g t} / (g s_j(0)^2) + 1 - e^{-8 g t}),
 
 and mode j is learned at tau_j = log(1 / (s_j(0)^2 g)) / (8 g) (Eq. 16).
+
+The module has three parts:
+
+* theory: closed forms of Prop. 4.1 / Eq. 16 / Eq. 19-20, evaluated overflow-safely;
+* simulation: full-batch gradient descent on L (the real discrete Euler steps, t = lr x step),
+  as a plain original-basis reference (``gd_reference``, O(d m^2) per step) and as the identical
+  map run in Gamma's eigenbasis (``gd_eigenbasis``, O(d^2 m) per step), plus the comparison of
+  a simulated trajectory with the theory (``compare_with_theory``);
+* Appendix C (Fig. 6): the unapproximated dynamics dA/dt = (I - A Lambda A^T) A Lambda of the
+  coefficient matrix A and its predictions Eq. 47-48 (``appendix_c_*``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +41,23 @@ __all__ = [
     "loss_closed_form",
     "loss_staircase",
     "top_spectral_W",
+    "saturation_time",
+    "auto_steps",
+    "init_weights",
+    "record_grid",
+    "GDTrajectory",
+    "gd_reference",
+    "gd_eigenbasis",
+    "first_crossing",
+    "compare_with_theory",
+    "euler_time_factor",
+    "run_linear_experiment",
+    "appendix_c_gamma",
+    "appendix_c_init",
+    "appendix_c_simulate",
+    "appendix_c_predictions",
+    "appendix_c_compare",
+    "run_appendix_c",
 ]
 
 
@@ -94,7 +125,7 @@ def lambda_closed_form(gamma, s0, t) -> np.ndarray:
     down to 1e-12 and below; exact for gamma_j < 0 too (decays to 0) and gamma_j = 0 (frozen).
     """
     g, s, t = _as_grid(gamma, s0, t)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
         # s_j(t)^2 = 1 / (e^{-8 g t} / s0^2 + (1 - e^{-8 g t}) g)
         a = -8.0 * g * t
         expm = np.exp(a)                       # e^{-8 g t}; may overflow only for g < 0
@@ -109,7 +140,7 @@ def lambda_closed_form(gamma, s0, t) -> np.ndarray:
 def s_closed_form(gamma, s0, t) -> np.ndarray:
     """s_j(t) (Prop. 4.1) on a grid, ``len(t) x len(gamma)``; s_j(t) -> gamma_j^{-1/2}."""
     g, s, t = _as_grid(gamma, s0, t)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
         a = -8.0 * g * t
         expm = np.exp(a)
         s2 = 1.0 / (expm / s**2 - np.expm1(a) * g)
@@ -122,7 +153,7 @@ def step_times(gamma, s0) -> np.ndarray:
     """tau_j = log(1 / (s_j(0)^2 gamma_j)) / (8 gamma_j) (Eq. 16); inf where gamma_j <= 0."""
     gamma = np.asarray(gamma, dtype=np.float64)
     s0 = np.broadcast_to(np.asarray(s0, dtype=np.float64), gamma.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         tau = np.log(1.0 / (s0**2 * gamma)) / (8.0 * gamma)
     return np.where(gamma > 0, tau, np.inf)
 
@@ -148,3 +179,487 @@ def top_spectral_W(Gamma: np.ndarray, d: int, U: np.ndarray | None = None) -> np
         raise ValueError(f"Gamma has only {(g > 0).sum()} positive eigenvalues; cannot embed d = {d}")
     W = (V[:, :d] / np.sqrt(g[:d])).T
     return W if U is None else U @ W
+
+
+def saturation_time(gamma, s0, level: float = 0.99) -> np.ndarray:
+    """Time at which the closed-form lambda_j(t) reaches ``level`` (0 < level < 1).
+
+    From lambda = 1 / (e^{-8 g t} (1/(g s0^2) - 1) + 1): t = [log(1/(g s0^2) - 1) - log(1/level - 1)]
+    / (8 g); 0 where lambda_j(0) >= level already; inf where gamma_j <= 0 (never learned).
+    At level = 1/2 this is the exact half-way time, which Eq. 16 approximates for small s_j(0).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    gamma = np.asarray(gamma, dtype=np.float64)
+    s0 = np.broadcast_to(np.asarray(s0, dtype=np.float64), gamma.shape)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        x = gamma * s0**2                                  # lambda_j(0)
+        t = (np.log1p(-x) - np.log(x) - math.log(1.0 / level - 1.0)) / (8.0 * gamma)
+    t = np.where(x >= level, 0.0, t)
+    return np.where(gamma > 0, t, np.inf)
+
+
+def auto_steps(gamma, s0, lr: float, margin: float = 0.1, level: float = 0.99) -> int:
+    """Number of Euler steps after which every mode has saturated, with a relative margin.
+
+    ``ceil((1 + margin) * max_j t_j(level) / lr)`` with ``t_j(level)`` from ``saturation_time``:
+    by the last step the slowest mode's theory eigenvalue has reached ``level`` and the run has
+    gone on for ``margin`` of that time again (room for the Euler lag and the late plateau).
+    """
+    t_sat = saturation_time(gamma, s0, level)
+    if not np.all(np.isfinite(t_sat)):
+        bad = [j + 1 for j in np.flatnonzero(~np.isfinite(t_sat))]
+        raise ValueError(f"modes {bad} have gamma_j <= 0 and are never learned; lower d "
+                         f"(gamma = {np.asarray(gamma).tolist()})")
+    return int(math.ceil((1.0 + margin) * float(t_sat.max()) / lr))
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulation: full-batch gradient descent on L = ||W Gamma W^T - I||_F^2 (discrete Euler steps)
+# ---------------------------------------------------------------------------------------------
+
+
+def init_weights(d: int, m: int, alpha: float, seed: int) -> np.ndarray:
+    """W(0) iid N(0, alpha^2), d x m, float64, from ``numpy.random.default_rng(seed)``."""
+    return alpha * np.random.default_rng(seed).standard_normal((d, m))
+
+
+def record_grid(steps: int, points: int) -> np.ndarray:
+    """Steps at which a run is recorded: 0, then ~``points`` log-spaced steps up to ``steps``.
+
+    Every step is kept where log spacing would be finer than one step, so fast early modes are
+    resolved step by step; ``steps`` itself is always included.
+    """
+    if steps < 0 or points < 1:
+        raise ValueError(f"need steps >= 0 and points >= 1, got {steps}, {points}")
+    if steps == 0:
+        return np.zeros(1, dtype=np.int64)
+    grid = np.round(np.geomspace(1, steps, points)).astype(np.int64)
+    return np.unique(np.concatenate([[0], grid, [steps]]))
+
+
+@dataclass
+class GDTrajectory:
+    """A recorded gradient-descent run.
+
+    step: recorded step indices (R,); t = lr * step (R,); loss: ||C - I||_F^2 (R,);
+    eigs: eigenvalues of C = W Gamma W^T, descending (R x d); W: final weights (d x m);
+    Ws: W at every recorded step (R x d x m) when requested, else None.
+    """
+
+    step: np.ndarray
+    t: np.ndarray
+    loss: np.ndarray
+    eigs: np.ndarray
+    W: np.ndarray
+    lr: float
+    Ws: np.ndarray | None = None
+
+
+def _check_run(W0: np.ndarray, m: int, lr: float, steps: int, record) -> tuple[np.ndarray, np.ndarray]:
+    W0 = np.asarray(W0, dtype=np.float64)
+    if W0.ndim != 2 or W0.shape[1] != m:
+        raise ValueError(f"W0 must be d x m with m = {m}, got shape {W0.shape}")
+    if not lr > 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    rec = record_grid(steps, 1000) if record is None else np.unique(np.asarray(record, dtype=np.int64))
+    if rec.size == 0 or rec[0] < 0 or rec[-1] > steps:
+        raise ValueError(f"record steps must lie in [0, {steps}]")
+    return W0, rec
+
+
+def _single_thread_blas():
+    """Limit BLAS to one thread: the d x m products here are too small to gain from threads
+    (two OpenBLAS threads make a CIFAR-10 step ~1.5x slower than one)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _spectrum(C: np.ndarray) -> np.ndarray:
+    return np.linalg.eigvalsh((C + C.T) / 2)[::-1]
+
+
+def gd_reference(Gamma: np.ndarray, W0: np.ndarray, lr: float, steps: int, record=None,
+                 keep_W: bool = False) -> GDTrajectory:
+    """Plain full-batch gradient descent in the original basis (the reference; O(d m^2) per step).
+
+    W <- W - lr * 4 (W Gamma W^T - I) W Gamma, ``steps`` times, recording loss and the spectrum
+    of C at the steps in ``record`` (default: ``record_grid(steps, 1000)``).
+    """
+    Gamma = np.asarray(Gamma, dtype=np.float64)
+    W0, rec = _check_run(W0, Gamma.shape[0], lr, steps, record)
+    W = W0.copy()
+    d = W.shape[0]
+    eye = np.eye(d)
+    loss, eigs, Ws = [], [], []
+    with _single_thread_blas():
+        _reference_loop(W, Gamma, eye, lr, steps, rec, keep_W, loss, eigs, Ws)
+    return GDTrajectory(rec, lr * rec, np.array(loss), np.array(eigs), W, lr,
+                        np.array(Ws) if keep_W else None)
+
+
+def _reference_loop(W, Gamma, eye, lr, steps, rec, keep_W, loss, eigs, Ws) -> None:
+    k = 0
+    for s in range(steps + 1):
+        WG = W @ Gamma
+        C = WG @ W.T
+        if k < rec.size and rec[k] == s:
+            loss.append(float(((C - eye) ** 2).sum()))
+            eigs.append(_spectrum(C))
+            if keep_W:
+                Ws.append(W.copy())
+            k += 1
+        if s == steps:
+            break
+        W -= ((C - eye) * (4.0 * lr)) @ WG
+
+
+def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, steps: int,
+                  record=None, keep_W: bool = False) -> GDTrajectory:
+    """The same gradient descent, run in Gamma's eigenbasis: B = W V (O(d^2 m) per step).
+
+    With Gamma = V diag(gamma) V^T, multiplying the update of ``gd_reference`` by V on the right
+    gives exactly B <- B - lr * 4 (B diag(gamma) B^T - I) B diag(gamma), and C = B diag(gamma) B^T,
+    so the two runs agree step for step up to float64 rounding. Columns with gamma_k numerically
+    zero (Gamma's null space, e.g. the m - 2n directions when m > 2n) receive a zero update and add
+    nothing to C; they are held fixed rather than multiplied by zero. The loop does five BLAS /
+    ufunc calls per step into preallocated buffers, with BLAS held to one thread. Returns W = B V^T.
+
+    Args:
+        gamma: eigenvalues of Gamma (m,), any order matching the columns of ``V``.
+        V: orthonormal eigenvectors of Gamma, m x m (columns).
+        W0: initial weights d x m (original basis).
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    m = gamma.shape[0]
+    if V.shape != (m, m):
+        raise ValueError(f"V must be m x m = {m} x {m}, got {V.shape}")
+    W0, rec = _check_run(W0, m, lr, steps, record)
+    d = W0.shape[0]
+    B_all = W0 @ V
+    tol = np.finfo(np.float64).eps * m * max(float(np.abs(gamma).max(initial=0.0)), 1e-300)
+    active = np.abs(gamma) > tol
+    B = np.ascontiguousarray(B_all[:, active])
+    g = np.ascontiguousarray(gamma[active])
+    BL = np.empty_like(B)        # B diag(gamma)
+    T = np.empty_like(B)         # the update
+    C = np.empty((d, d))
+    eye = np.eye(d)
+    loss = np.empty(rec.size)
+    eigs = np.empty((rec.size, d))
+    Ws = np.empty((rec.size, d, m)) if keep_W else None
+    with _single_thread_blas():
+        _eigenbasis_loop(B, g, B_all, active, V, C, BL, T, eye, 4.0 * lr, steps, rec, loss, eigs, Ws)
+    B_all[:, active] = B
+    return GDTrajectory(rec, lr * rec, loss, eigs, B_all @ V.T, lr, Ws)
+
+
+def _eigenbasis_loop(B, g, B_all, active, V, C, BL, T, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
+    """The hot loop of ``gd_eigenbasis``: five calls per step, no Python branches between records.
+
+    With q = sqrt(4 lr): BL = B diag(q gamma), C = BL B^T = q C_true, C - q I = q (C_true - I), and
+    (C - q I) BL = 4 lr (C_true - I) B diag(gamma), the update. Recorded quantities are recomputed
+    unscaled (C_true = (B diag(gamma)) B^T, as in ``gd_reference``) at the recorded steps only.
+    """
+    multiply, dot, subtract = np.multiply, np.dot, np.subtract
+    q = math.sqrt(four_lr)
+    gq = g * q
+    qeye = q * eye
+
+    def run(n_steps: int) -> None:
+        for _ in range(n_steps):
+            multiply(B, gq, out=BL)
+            dot(BL, B.T, out=C)
+            subtract(C, qeye, out=C)
+            dot(C, BL, out=T)
+            subtract(B, T, out=B)
+
+    done = 0
+    for k, r in enumerate(rec):
+        run(int(r) - done)
+        done = int(r)
+        multiply(B, g, out=BL)
+        dot(BL, B.T, out=C)
+        loss[k] = float(((C - eye) ** 2).sum())
+        eigs[k] = _spectrum(C)
+        if Ws is not None:
+            B_all[:, active] = B
+            Ws[k] = B_all @ V.T
+    run(steps - done)
+
+
+def first_crossing(t: np.ndarray, y: np.ndarray, level: float = 0.5) -> float:
+    """First time ``y`` reaches ``level``, linearly interpolated between recorded points (nan if never)."""
+    t, y = np.asarray(t, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    above = np.flatnonzero(y >= level)
+    if above.size == 0:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(t[0])
+    y0, y1 = y[i - 1], y[i]
+    return float(t[i - 1] + (level - y0) / (y1 - y0) * (t[i] - t[i - 1]))
+
+
+def compare_with_theory(traj: GDTrajectory, gamma_d: np.ndarray, s0: np.ndarray,
+                        learned: float = 0.9, unlearned: float = 0.1) -> dict:
+    """Compare a simulated run with the closed form of the aligned solution (same effective s_j(0)).
+
+    Sorted eigenvalues are compared with sorted theory eigenvalues at every recorded time.
+    ``tau_measured[j]``: first time the (j+1)-th largest eigenvalue of C reaches 1/2; ``tau_theory``:
+    Eq. 16. A mode counts as learned in its own step when, at its ``tau_measured``, the previous mode
+    is above ``learned`` and the next one below ``unlearned``. ``plateau_loss[j]``: the simulated loss
+    at the geometric mean of tau_j and tau_{j+1} (theory: d - j - 1 on the plateau).
+
+    Returns a dict of plain lists/floats plus the arrays ``theory_eigs`` (R x d) and ``theory_loss`` (R,).
+    """
+    gamma_d = np.asarray(gamma_d, dtype=np.float64)
+    d = gamma_d.size
+    if traj.eigs.shape[1] != d:
+        raise ValueError(f"trajectory has {traj.eigs.shape[1]} eigenvalues per step but {d} modes given")
+    theory = lambda_closed_form(gamma_d, s0, traj.t)
+    theory_sorted = -np.sort(-theory, axis=1)
+    theory_loss = ((1.0 - theory) ** 2).sum(axis=1)
+    tau_theory = step_times(gamma_d, s0)
+    tau_meas = np.array([first_crossing(traj.t, traj.eigs[:, j]) for j in range(d)])
+    rel = np.abs(tau_meas - tau_theory) / tau_theory
+    err = np.abs(traj.eigs - theory_sorted)
+    separated = []
+    for j in range(d):
+        if not np.isfinite(tau_meas[j]):
+            separated.append(False)
+            continue
+        ok = True
+        if j > 0:
+            ok &= bool(np.interp(tau_meas[j], traj.t, traj.eigs[:, j - 1]) >= learned)
+        if j < d - 1:
+            ok &= bool(np.interp(tau_meas[j], traj.t, traj.eigs[:, j + 1]) <= unlearned)
+        separated.append(ok)
+    plateau = []
+    for j in range(d - 1):
+        if np.isfinite(tau_meas[j]) and np.isfinite(tau_meas[j + 1]):
+            plateau.append(float(np.interp(math.sqrt(tau_meas[j] * tau_meas[j + 1]), traj.t, traj.loss)))
+        else:
+            plateau.append(float("nan"))
+    return {
+        "tau_theory": tau_theory.tolist(),
+        "tau_measured": tau_meas.tolist(),
+        "tau_rel_error": rel.tolist(),
+        "max_abs_eig_error": float(err.max()),
+        "max_abs_eig_error_per_mode": err.max(axis=0).tolist(),
+        "all_modes_learned": bool(np.all(np.isfinite(tau_meas))),
+        "separated_steps": separated,
+        "n_separated_steps": int(sum(separated)),
+        "plateau_loss": plateau,
+        "final_loss": float(traj.loss[-1]),
+        "final_eigs": traj.eigs[-1].tolist(),
+        "theory_final_loss": float(theory_loss[-1]),
+        "theory_eigs": theory_sorted,
+        "theory_loss": theory_loss,
+    }
+
+
+def euler_time_factor(gamma, lr: float) -> np.ndarray:
+    """Per-mode ratio of the Euler growth rate to the flow's: log(1 + 4 lr g) / (4 lr g).
+
+    One Euler step multiplies a small s_j by 1 + 4 lr gamma_j where the flow multiplies it by
+    e^{4 lr gamma_j}, so the discrete run follows the closed form at the slower time t x factor_j.
+    ``1 - factor`` ~ 2 lr gamma_j is the relative lag of mode j's step (2.7% for CIFAR-10's top
+    mode at lr = 5e-5, gamma_1 = 284); 1 where gamma_j <= 0 or lr -> 0.
+    """
+    x = 4.0 * lr * np.asarray(gamma, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        f = np.log1p(x) / x
+    return np.where(x > 0, f, 1.0)
+
+
+def run_linear_experiment(X: np.ndarray, Xp: np.ndarray, d: int, alpha: float, lr: float,
+                          steps: int | None = None, steps_margin: float = 0.1, seed: int = 0,
+                          record_points: int = 2000) -> tuple[dict, dict]:
+    """The paper's linear experiment (Sec. 4.4) on pairs ``X, Xp`` (n x m): simulate and compare.
+
+    Builds Gamma, draws W(0) iid N(0, alpha^2), takes the effective s_j(0) of that W(0) (QR route),
+    runs ``steps`` Euler steps (null: ``auto_steps`` with ``steps_margin``) in the eigenbasis and
+    compares with the closed form. Returns ``(summary, arrays)``: the summary dict (plain JSON
+    types) and the arrays of the trajectory (t, step, loss, eigs, theory_eigs, theory_loss,
+    tau_theory, gamma).
+
+    Raises ValueError when a top-d eigenvalue of Gamma is <= 0 (mode never learned: lower d) or
+    when the Euler step is unstable for the top mode (8 lr gamma_1 >= 2: lower lr).
+    """
+    import time
+
+    X, Xp = np.asarray(X, dtype=np.float64), np.asarray(Xp, dtype=np.float64)
+    n, m = X.shape
+    if not 1 <= d <= m:
+        raise ValueError(f"d = {d} must lie in 1..m = {m}")
+    Gamma = gamma_matrix(X, Xp)
+    gamma, V = eigh_desc(Gamma)
+    if gamma[d - 1] <= 0:
+        raise ValueError(f"only {(gamma > 0).sum()} eigenvalues of Gamma are positive "
+                         f"(gamma_{d} = {gamma[d - 1]:.3g}): mode {d} is never learned; lower d")
+    if 8 * lr * gamma[0] >= 2:
+        raise ValueError(f"lr = {lr:g} makes the Euler step unstable for the top mode "
+                         f"(8 lr gamma_1 = {8 * lr * gamma[0]:.3g} >= 2); lower lr below {1 / (4 * gamma[0]):.3g}")
+    W0 = init_weights(d, m, alpha, seed)
+    s0 = effective_s0(W0, V)
+    gd = gamma[:d]
+    if steps is None:
+        steps = auto_steps(gd, s0, lr, margin=steps_margin)
+    rec = record_grid(steps, record_points)
+    t0 = time.perf_counter()
+    traj = gd_eigenbasis(gamma, V, W0, lr, steps, rec)
+    wall = time.perf_counter() - t0
+    cmp = compare_with_theory(traj, gd, s0)
+    factor = euler_time_factor(gd, lr)
+    euler = np.stack([lambda_closed_form(gd[j:j + 1], s0[j:j + 1], traj.t * factor[j])[:, 0]
+                      for j in range(d)], axis=1)
+    euler_err = np.abs(traj.eigs - (-np.sort(-euler, axis=1)))
+    theory_eigs, theory_loss = cmp.pop("theory_eigs"), cmp.pop("theory_loss")
+    summary = {
+        "n": n, "m": m, "d": d, "alpha": alpha, "lr": lr, "steps": int(steps), "seed": seed,
+        "gamma": gd.tolist(),
+        "gamma_next": float(gamma[d]) if d < m else None,
+        "s0_effective": s0.tolist(),
+        **cmp,
+        "euler_time_factor": factor.tolist(),
+        "max_abs_eig_error_euler": float(euler_err.max()),
+        "max_abs_eig_error_euler_per_mode": euler_err.max(axis=0).tolist(),
+        "t_end": float(lr * steps),
+        "n_recorded": int(rec.size),
+        "wall_time_s": wall,
+        "steps_per_s": steps / wall if wall > 0 else None,
+    }
+    arrays = {"t": traj.t, "step": traj.step, "loss": traj.loss, "eigs": traj.eigs,
+              "theory_eigs": theory_eigs, "theory_loss": theory_loss,
+              "tau_theory": np.asarray(cmp["tau_theory"]), "gamma": gd}
+    return summary, arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix C (Fig. 6): dA/dt = (I - A Lambda A^T) A Lambda with A(0) upper triangular
+# ---------------------------------------------------------------------------------------------
+
+
+def appendix_c_gamma(m: int) -> np.ndarray:
+    """gamma_j = 2^{-j}, j = 1..m (Appendix C)."""
+    return 2.0 ** -np.arange(1, m + 1, dtype=np.float64)
+
+
+def appendix_c_init(d: int, m: int, scale: float, seed: int) -> np.ndarray:
+    """Random upper-triangular A(0) (d x m): iid N(0, scale^2) on and above the diagonal, zero below,
+    the diagonal made positive (s_j(0) = |.| > 0, as Appendix C requires)."""
+    if d > m:
+        raise ValueError(f"Appendix C needs d <= m, got d = {d}, m = {m}")
+    A = np.triu(scale * np.random.default_rng(seed).standard_normal((d, m)))
+    idx = np.arange(d)
+    A[idx, idx] = np.abs(A[idx, idx])
+    return A
+
+
+def appendix_c_simulate(gamma: np.ndarray, A0: np.ndarray, t: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+    """Integrate Eq. 45, dA/dt = (I - A Lambda A^T) A Lambda (time rescaled by 4), with an adaptive
+    8th-order Runge-Kutta (scipy DOP853); returns A at the times ``t`` (len(t) x d x m).
+
+    Tolerances: relative ``rtol`` and an absolute floor far below every entry's scale, so entries that
+    start at zero (below the diagonal) are resolved down to ~1e-30 as well.
+    """
+    from scipy.integrate import solve_ivp
+
+    gamma = np.asarray(gamma, dtype=np.float64)
+    A0 = np.asarray(A0, dtype=np.float64)
+    d, m = A0.shape
+    eye = np.eye(d)
+
+    def rhs(_, y):
+        A = y.reshape(d, m)
+        AL = A * gamma
+        return ((eye - AL @ A.T) @ AL).ravel()
+
+    t = np.asarray(t, dtype=np.float64)
+    sol = solve_ivp(rhs, (0.0, float(t[-1])), A0.ravel(), method="DOP853", t_eval=t,
+                    rtol=rtol, atol=1e-30)
+    if not sol.success:
+        raise RuntimeError(f"Appendix C integration failed: {sol.message}")
+    return sol.y.T.reshape(len(t), d, m)
+
+
+def appendix_c_predictions(gamma: np.ndarray, A0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 47-48 in the rescaled time of Eq. 45.
+
+    Returns ``s`` (len(t) x d): s_j(t) = e^{g t} / sqrt(s_j(0)^-2 + (e^{2 g t} - 1) g), i.e.
+    Prop. 4.1 at time t/4; and ``a`` (len(t) x d x m): a_jk(0) (s_j(t)/s_j(0))^{gamma_k/gamma_j}
+    for j < k, nan on and below the diagonal (no prediction beyond "stays ~0").
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    A0 = np.asarray(A0, dtype=np.float64)
+    d, m = A0.shape
+    s0 = np.diag(A0[:, :d]).copy()
+    s = s_closed_form(gamma[:d], s0, np.asarray(t, dtype=np.float64) / 4.0)
+    a = np.full((len(s), d, m), np.nan)
+    for j in range(d):
+        for k in range(j + 1, m):
+            a[:, j, k] = A0[j, k] * (s[:, j] / s0[j]) ** (gamma[k] / gamma[j])
+    return s, a
+
+
+def appendix_c_compare(gamma: np.ndarray, A0: np.ndarray, t: np.ndarray, A: np.ndarray,
+                       saturation: float = 0.5) -> dict:
+    """Numbers behind Fig. 6: how closely the simulated A(t) follows Eq. 47-48.
+
+    ``s_max_rel_error[j]``: max over the run of |A_jj(t) - s_j(t)| / s_j(t). ``a_ratio_min/max[j][k]``
+    (j < k): range of A_jk(t) / prediction over the times where the predicted gamma_j s_j(t)^2 <=
+    ``saturation`` (before mode j saturates); nan on and below the diagonal.
+    ``below_diag_max_abs``: the largest |A_jk(t)|, j > k, over the run (theory: stays ~0).
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    d, m = A0.shape
+    s_pred, a_pred = appendix_c_predictions(gamma, A0, t)
+    s_sim = np.stack([A[:, j, j] for j in range(d)], axis=1)
+    s_rel = (np.abs(s_sim - s_pred) / s_pred).max(axis=0)
+    lam = gamma[:d] * s_pred**2
+    rmin = np.full((d, m), np.nan)
+    rmax = np.full((d, m), np.nan)
+    for j in range(d):
+        before = lam[:, j] <= saturation
+        for k in range(j + 1, m):
+            r = A[before, j, k] / a_pred[before, j, k]
+            rmin[j, k], rmax[j, k] = r.min(), r.max()
+    below = [abs(A[:, j, k]).max() for j in range(d) for k in range(min(j, m))]
+    return {
+        "s_max_rel_error": s_rel.tolist(),
+        "a_ratio_min": rmin.tolist(),
+        "a_ratio_max": rmax.tolist(),
+        "below_diag_max_abs": float(max(below)) if below else 0.0,
+        "final_lambda": (gamma[:d] * s_sim[-1] ** 2).tolist(),
+    }
+
+
+def run_appendix_c(d: int = 3, m: int = 5, scale: float = 1e-9, seed: int = 0, points: int = 1500,
+                   level: float = 0.99) -> tuple[dict, dict]:
+    """Appendix C experiment: integrate Eq. 45 from a random upper-triangular A(0), compare with Eq. 47-48.
+
+    Times: ``points`` equally spaced from 0 to 1.2 x the (rescaled) time at which mode d's theory
+    eigenvalue reaches ``level``. Returns ``(summary, arrays)`` with arrays t, A (T x d x m),
+    s_pred (T x d), a_pred (T x d x m, nan where no prediction), gamma (m,), A0.
+    """
+    gamma = appendix_c_gamma(m)
+    A0 = appendix_c_init(d, m, scale, seed)
+    s0 = np.diag(A0[:, :d]).copy()
+    t_sat = 4.0 * saturation_time(gamma[:d], s0, level)    # Eq. 45 runs in time 4t
+    t = np.linspace(0.0, 1.2 * float(t_sat.max()), points)
+    A = appendix_c_simulate(gamma, A0, t)
+    s_pred, a_pred = appendix_c_predictions(gamma, A0, t)
+    cmp = appendix_c_compare(gamma, A0, t, A)
+    summary = {"d": d, "m": m, "scale": scale, "seed": seed, "points": points,
+               "gamma": gamma.tolist(), "s0": s0.tolist(),
+               "tau_theory": (4.0 * step_times(gamma[:d], s0)).tolist(),
+               "t_end": float(t[-1]), **cmp}
+    arrays = {"t": t, "A": A, "s_pred": s_pred, "a_pred": a_pred, "gamma": gamma, "A0": A0}
+    return summary, arrays

@@ -1,0 +1,86 @@
+"""Speed of the linear-model simulators on the paper setting (CIFAR-10, n = 500, m = 1200, d = 10).
+
+Prints steps/s of the eigenbasis simulator (``sslkit.linear.gd_eigenbasis``, O(d^2 m) per step)
+and of the original-basis reference (``gd_reference``, O(d m^2) per step), their ratio, and the
+wall and CPU time of the whole CIFAR-10 simulation (every Euler step to saturation, as the
+``linear_sim`` rule runs it). The machine's load average is printed beside each timing: other
+processes on a shared CPU slow every number down.
+
+    PYTHONPATH=. python bench/linear_sim.py [--pairs results/linear/cifar10/pairs.npz] [--quick]
+
+The pairs come from the workflow (``snakemake --cores 2 --configfile config/cifar10.yaml
+--config data_dir=/path/to/datasets -- results/linear/cifar10/pairs.npz``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sslkit import linear as L
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", default="results/linear/cifar10/pairs.npz")
+    ap.add_argument("--d", type=int, default=10)
+    ap.add_argument("--alpha", type=float, default=1e-7)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast-steps", type=int, default=5000, help="steps timed for the eigenbasis simulator")
+    ap.add_argument("--ref-steps", type=int, default=200, help="steps timed for the reference")
+    ap.add_argument("--quick", action="store_true", help="skip the whole simulation")
+    args = ap.parse_args(argv)
+    if not Path(args.pairs).is_file():
+        print(f"{args.pairs} not found: run `snakemake --cores 2 --configfile config/cifar10.yaml "
+              f"--config data_dir=/path/to/datasets -- {args.pairs}` first", file=sys.stderr)
+        return 2
+    p = np.load(args.pairs)
+    X, Xp = p["X"], p["Xp"]
+    n, m = X.shape
+    G = L.gamma_matrix(X, Xp)
+    gamma, V = L.eigh_desc(G)
+    W0 = L.init_weights(args.d, m, args.alpha, args.seed)
+    print(f"pairs {args.pairs}: n = {n}, m = {m}, d = {args.d}, alpha = {args.alpha:g}, lr = {args.lr:g}; "
+          f"{int((np.abs(gamma) > np.finfo(float).eps * m * abs(gamma).max()).sum())} non-null eigenmodes")
+
+    rec = np.array([0])
+    _, w_ref, c_ref = timed(lambda: L.gd_reference(G, W0, args.lr, args.ref_steps, rec))
+    print(f"reference (original basis): {args.ref_steps / w_ref:10.0f} steps/s  "
+          f"({1e6 * w_ref / args.ref_steps:8.1f} us/step wall, {1e6 * c_ref / args.ref_steps:8.1f} us/step CPU)  [{load()}]")
+    _, w_fast, c_fast = timed(lambda: L.gd_eigenbasis(gamma, V, W0, args.lr, args.fast_steps, rec))
+    print(f"eigenbasis               : {args.fast_steps / w_fast:10.0f} steps/s  "
+          f"({1e6 * w_fast / args.fast_steps:8.1f} us/step wall, {1e6 * c_fast / args.fast_steps:8.1f} us/step CPU)  [{load()}]")
+    print(f"speed-up eigenbasis / reference: {(args.fast_steps / w_fast) / (args.ref_steps / w_ref):.1f}x (wall), "
+          f"{(args.fast_steps / c_fast) / (args.ref_steps / c_ref):.1f}x (CPU)")
+    if args.quick:
+        return 0
+
+    s0 = L.effective_s0(W0, V)
+    steps = L.auto_steps(gamma[:args.d], s0, args.lr)
+    grid = L.record_grid(steps, 2000)
+    traj, w_all, c_all = timed(lambda: L.gd_eigenbasis(gamma, V, W0, args.lr, steps, grid))
+    res = L.compare_with_theory(traj, gamma[:args.d], s0)
+    print(f"whole simulation: {steps} Euler steps to t = {args.lr * steps:.2f} in {w_all:.2f} s wall, "
+          f"{c_all:.2f} s CPU ({1e6 * w_all / steps:.1f} us/step; target <= 10 s)  [{load()}]")
+    print(f"  check: max tau_rel_error = {max(res['tau_rel_error']):.4f}, max_abs_eig_error = "
+          f"{res['max_abs_eig_error']:.4f}, final loss = {res['final_loss']:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

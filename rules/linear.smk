@@ -1,0 +1,84 @@
+# Stage 2: the linear model of Barlow Twins against its exact theory (paper Sec. 4.4, Appendix C).
+
+
+rule linear_sim:
+    input:
+        pairs="results/linear/{dataset}/pairs.npz",
+    output:
+        trajectory="results/linear/{dataset}/trajectory.npz",
+        summary="results/linear/{dataset}/summary.json",
+    params:
+        d=config["linear"]["d"],
+        alpha=config["linear"]["alpha"],
+        lr=config["linear"]["lr"],
+        steps=config["linear"]["steps"],
+        steps_margin=config["linear"]["steps_margin"],
+        seed=config["linear"]["seed"],
+        record_points=config["linear"]["record_points"],
+    log:
+        "logs/linear_sim/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/linear_sim.py"
+
+
+rule appendix_c:
+    output:
+        trajectory="results/linear/appendix_c/trajectory.npz",
+        summary="results/linear/appendix_c/summary.json",
+    params:
+        d=config["appendix_c"]["d"],
+        m=config["appendix_c"]["m"],
+        scale=config["appendix_c"]["scale"],
+        seed=config["appendix_c"]["seed"],
+        points=config["appendix_c"]["points"],
+    log:
+        "logs/appendix_c/appendix_c.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/appendix_c.py"
+
+
+rule fig1ab_linear:
+    input:
+        trajectory="results/linear/{dataset}/trajectory.npz",
+        summary="results/linear/{dataset}/summary.json",
+        style=PLOT_SOURCES,
+    output:
+        png="results/figures/fig1ab_linear_{dataset}.png",
+        pdf="results/figures/fig1ab_linear_{dataset}.pdf",
+    log:
+        "logs/fig1ab_linear/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/fig1ab_linear.py"
+
+
+rule fig6_appendix_c:
+    input:
+        trajectory="results/linear/appendix_c/trajectory.npz",
+        style=PLOT_SOURCES,
+    output:
+        png="results/figures/fig6_appendix_c.png",
+        pdf="results/figures/fig6_appendix_c.pdf",
+    log:
+        "logs/fig6_appendix_c/fig6_appendix_c.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/fig6_appendix_c.py"

@@ -1,0 +1,11 @@
+"""Rule fig6_appendix_c: Fig. 6 from the small Appendix C table."""
+import numpy as np
+
+from sslkit.plots import fig6_appendix_c, save_figure
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    z = np.load(snakemake.input.trajectory)
+    fig = fig6_appendix_c(z["t"], z["A"], z["s_pred"], z["a_pred"])
+    save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])
