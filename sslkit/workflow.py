@@ -55,9 +55,14 @@ def setup_logging(log_path: str | None, level: int = logging.INFO) -> None:
 
 
 def set_threads(n: int) -> None:
+    """Use ``n`` threads: BLAS libraries already loaded (threadpoolctl), torch, and (through the
+    environment) libraries loaded later."""
     n = max(int(n), 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(n))
+        os.environ[var] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
     if "torch" in sys.modules:
         import torch
 
