@@ -123,3 +123,38 @@ def test_probe_over_checkpoints(run, digits):
     assert tab["linear_acc"].iloc[-1] > 0.6 and tab["knn_acc"].iloc[-1] > 0.6
     tab2 = analysis.probe_over_checkpoints(cks[::3], train, test, load_fn=load_fn, max_train=600, max_test=300, k=5)
     assert tab.equals(tab2)
+
+
+def test_config_defaults_match_module_defaults():
+    """config/config.yaml's analysis.steps / analysis.probe are the modules' documented defaults."""
+    import yaml
+
+    from sslkit import config as cfgmod
+    from sslkit import probe, steps
+
+    with open(cfgmod.DEFAULT_CONFIG) as fh:
+        cfg = yaml.safe_load(fh)["analysis"]
+    params, n_modes, hidden_modes = analysis.step_config(cfg["steps"])
+    assert n_modes is None and hidden_modes is None
+    assert set(params) == set(steps.DEFAULTS)
+    for k, v in steps.DEFAULTS.items():
+        np.testing.assert_allclose(params[k], v, err_msg=k)
+    assert cfg["probe"] == probe.DEFAULTS
+    # the schema's defaults agree too
+    filled = cfgmod.validate({"dataset": "digits"})["analysis"]
+    assert filled["probe"] == probe.DEFAULTS and filled["steps"].keys() == cfg["steps"].keys()
+
+
+@pytest.mark.parametrize("overlay,key", [
+    ({"steps": {"band_margin": 0.7}}, "analysis.steps.band_margin"),
+    ({"steps": {"event_fraction": 1.5}}, "analysis.steps.event_fraction"),
+    ({"probe": {"k": 0}}, "analysis.probe.k"),
+    ({"pairs": {"nn": 5}}, "analysis.pairs.nn"),
+    ({"checkpoint_every": 0}, "analysis.checkpoint_every"),
+])
+def test_bad_analysis_config_rejected(overlay, key):
+    from sslkit import config as cfgmod
+
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.validate({"analysis": overlay})
+    assert f"'{key}'" in str(err.value)
