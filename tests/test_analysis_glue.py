@@ -138,7 +138,10 @@ def test_config_defaults_match_module_defaults():
     assert n_modes is None and hidden_modes is None
     assert set(params) == set(steps.DEFAULTS)
     for k, v in steps.DEFAULTS.items():
-        np.testing.assert_allclose(params[k], v, err_msg=k)
+        if isinstance(v, str):
+            assert params[k] == v, k
+        else:
+            np.testing.assert_allclose(params[k], v, err_msg=k)
     assert cfg["probe"] == probe.DEFAULTS
     # the schema's defaults agree too
     filled = cfgmod.validate({"dataset": "digits"})["analysis"]
@@ -149,6 +152,7 @@ def test_config_defaults_match_module_defaults():
     ({"steps": {"band_margin": 0.7}}, "analysis.steps.band_margin"),
     ({"steps": {"event_fraction": 1.5}}, "analysis.steps.event_fraction"),
     ({"probe": {"k": 0}}, "analysis.probe.k"),
+    ({"steps": {"hidden_detector": "peaks"}}, "analysis.steps.hidden_detector"),
     ({"pairs": {"nn": 5}}, "analysis.pairs.nn"),
     ({"checkpoint_every": 0}, "analysis.checkpoint_every"),
 ])

@@ -141,22 +141,69 @@ def test_robust_to_garbage():
         steps.detect_steps(t, noisy, {"event_fractoin": 0.5})
 
 
+def test_top_mode_starting_between_the_bands_is_learned():
+    """Paper heuristic (App. D.2): small init with the top eigenvalue ~1e-3 at init, the rest ~1e-8."""
+    gamma = np.array([1.0, 0.5, 0.25])
+    s0 = np.sqrt(np.array([1e-3, 1e-8, 1e-8]) / gamma)
+    tau = linear.step_times(gamma, s0)
+    t = log_grid(tau[0], tau[-1])
+    r = steps.detect_steps(t, linear.lambda_closed_form(gamma, s0, t))
+    assert r["n_steps"] == 3 and r["n_grown_initially"] == 0
+    np.testing.assert_allclose(r["step_times"], tau, rtol=0.05)
+
+
+def sharp_jumps(t, times, factor=3.0, width=0.01, noise=0.02, seed=0):
+    """Hidden-like spectra: O(1) levels that jump by ``factor`` at ``times`` (logistic in log t)."""
+    rng = np.random.default_rng(seed)
+    k = len(times) + 3
+    base = 10 ** (-np.arange(k) / 3)
+    lam = np.tile(base, (t.size, 1))
+    lt = np.log(np.maximum(t, 1e-6 * t[t > 0].min()))[:, None]
+    lam[:, :len(times)] *= 1 + (factor - 1) / (1 + np.exp(np.clip(-(lt - np.log(times)[None, :]) / width, -50, 50)))
+    lam *= np.exp(noise * rng.normal(size=lam.shape))
+    return -np.sort(-lam, axis=1)
+
+
+def test_jump_detector():
+    t = np.concatenate([[0.0], np.geomspace(0.1, 100, 300)])
+    times = np.array([0.5, 2.0, 8.0, 30.0])
+    r = steps.detect_steps(t, sharp_jumps(t, times), detector="jumps")
+    assert r["n_steps"] == 4 and r["sequential"] is True
+    np.testing.assert_allclose(r["step_times"], times, rtol=0.05)
+    assert 0 < r["noise_decades"] < 0.02 and r["min_jump"] >= 0.1
+    flat = sharp_jumps(t, times, factor=1.0)
+    r = steps.detect_steps(t, flat, detector="jumps")
+    assert r["n_steps"] == 0 and r["reason"] == "no eigenvalue jumped"
+    # noise alone, 10x larger: the noise-adaptive threshold keeps it quiet
+    r = steps.detect_steps(t, sharp_jumps(t, times, factor=1.0, noise=0.2), detector="jumps")
+    assert r["n_steps"] == 0 and r["min_jump"] > 0.3
+
+
 def test_hidden_coincidence():
     s0 = 1e-4
     tau = linear.step_times(GAMMA, s0)
     t = log_grid(tau[0], tau[-1] * 1.6)
     emb = linear.lambda_closed_form(GAMMA, s0, t)
-    # hidden spectra: 3x larger dimension, same steps 3% later (gamma / 1.03), plus frozen modes
+    # (a) hidden spectra that also grow by decades (band detector): same steps 3% later, or 50% later
     near = np.hstack([3 * linear.lambda_closed_form(GAMMA / 1.03, s0, t), np.full((t.size, 2), 1e-9)])
     far = 3 * linear.lambda_closed_form(GAMMA / 1.5, s0, t)
-    r = steps.analyze_run(t, emb, near, hidden_modes=6)
+    bands = {"hidden_detector": "bands"}
+    r = steps.analyze_run(t, emb, near, hidden_modes=6, params=bands)
     assert r["n_steps"] == 4 and r["hidden"]["n_steps"] == 4
     assert r["hidden_coincidence"] == 1.0 and r["hidden_coincidence_reverse"] == 1.0
-    r = steps.analyze_run(t, emb, far)
-    assert r["hidden_coincidence"] == 0.0
+    assert r["hidden_coverage"] < 0.5
+    assert steps.analyze_run(t, emb, far, params=bands)["hidden_coincidence"] == 0.0
+    # (b) O(1) hidden spectra that jump by 3x (jump detector, the default for hidden spaces)
+    r = steps.analyze_run(t, emb, sharp_jumps(t, 1.03 * tau))
+    assert r["hidden"]["detector"] == "jumps" and r["hidden"]["n_steps"] == 4
+    assert r["hidden_coincidence"] == 1.0 and r["hidden_coverage"] < 0.5
+    r = steps.analyze_run(t, emb, sharp_jumps(t, 1.5 * tau))
+    assert r["hidden"]["n_steps"] == 4 and r["hidden_coincidence"] == 0.0
     r = steps.analyze_run(t, emb)
     assert r["hidden_coincidence"] is None and r["hidden"] is None
     text = json.dumps(r, allow_nan=False)
     assert all(k in json.loads(text) for k in ("step_times", "n_steps", "sequential", "hidden_coincidence"))
-    assert steps.coincidence_fraction([], [1.0]) is None
-    assert steps.coincidence_fraction([1.0, 2.0], [1.05], log_tol=0.1) == 0.5
+    assert steps.coincidence_fraction([], [[1.0, 2.0]]) is None
+    assert steps.coincidence_fraction([1.0, 2.0], [[1.05, 1.1]], log_tol=0.1) == 0.5
+    assert steps.coincidence_fraction([1.0], []) == 0.0
+    assert steps.interval_coverage([[1.0, 2.0], [1.5, 4.0]], 1.0, 16.0, log_tol=0.0) == pytest.approx(0.5)
