@@ -162,8 +162,12 @@ def spectra_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], images: n
         model, run_config = load_fn(ck["path"])
         if pairs is None:
             pairs = make_eval_pairs(images, build_augment(run_config, device), n_pairs, seed, device=device)
-        res = checkpoint_spectra(model, pairs, batch_size=batch_size, absolute=absolute, relative=relative,
-                                 device=device)
+        try:
+            res = checkpoint_spectra(model, pairs, batch_size=batch_size, absolute=absolute, relative=relative,
+                                     device=device)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {ck['path']} (step {ck['step']}): {err}; if training diverged, "
+                             f"lower its learning rate or analyse earlier checkpoints only") from err
         records.append({"step": int(ck["step"]), "t": float(ck["t"]), "epoch": ck.get("epoch"), **res})
         log.info("spectra of step %s: top C eigenvalue %.3g, RankMe %.2f", ck["step"],
                  res["eigenvalues"]["embedding_C"][0], res["rankme"]["embedding"])

@@ -106,6 +106,11 @@ def test_spectra_over_checkpoints_match_direct_numpy(run, digits):
     assert ev["embedding_cov"][0] > 1e3 * recs[0]["eigenvalues"]["embedding_cov"][0]
     table = spectrum.spectra_table(recs)
     assert len(table) == 4 * (4 + 4 + 16)
+    # a diverged checkpoint fails naming its file
+    torch.save({k: v * np.nan for k, v in torch.load(cks[3]["path"]).items()}, cks[3]["path"])
+    with pytest.raises(ValueError, match=r"ck3\.pt \(step 300\).*NaN.*learning rate"):
+        analysis.spectra_over_checkpoints(cks, imgs, n_pairs=50, seed=1, load_fn=load_fn,
+                                          build_augment=lambda cfg, dev: augment)
     res = analysis.steps_from_table(table, "barlow_twins", {"max_modes": 4, "hidden_max_modes": 8})
     assert res["space"] == "embedding_C" and res["hidden_space"] == "hidden_cov"
     json.dumps(res, allow_nan=False)
