@@ -142,3 +142,261 @@ def fig6_appendix_c(t: np.ndarray, A: np.ndarray, s_pred: np.ndarray, a_pred: np
         ax.legend(loc="lower right", ncol=2, frameon=True, framealpha=0.9)
         fig.tight_layout()
     return fig
+
+
+# =============================================================================================
+# Analysis stage (rules/analysis.smk): spectra, steps and probes of the SSL runs
+# (Figs. 1C-D, 2C-F, 3, 4, 5, 7). Inputs are the small tidy tables of the stage:
+#   history  (training): step, t, epoch, loss, lr, eig_C_0.., eig_cov_0..
+#   spectra  (sslkit.spectrum.spectra_table): step, t, space, index, eigenvalue
+#   probe    : step, t, epoch, linear_acc, knn_acc
+#   steps    (sslkit.steps.detect_steps / analyze_run dicts): step_times, bands
+# Eigenvalue axes are logarithmic; the time axis is t = lr x step, linear as in the paper's deep
+# runs unless t_scale="log" (points at t <= 0 are then left out).
+# =============================================================================================
+__all__ += ["history_eigs", "fig1cd", "fig2cf", "fig3", "fig4", "fig5", "fig7"]
+
+
+def history_eigs(history, prefix: str = "eig_C_") -> tuple[np.ndarray, np.ndarray]:
+    """``(t, eigs)`` from a training-history table: columns ``{prefix}0``, ``{prefix}1``, ... (T x k)."""
+    cols = [c for c in history.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    if not cols:
+        raise KeyError(f"history has no {prefix}<j> columns (has: {', '.join(map(str, history.columns))})")
+    cols.sort(key=lambda c: int(c[len(prefix):]))
+    h = history.sort_values("step")
+    return h["t"].to_numpy(dtype=float), h[cols].to_numpy(dtype=float)
+
+
+def _table_eigs(table, space: str, max_modes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from .spectrum import trajectories
+
+    _, t, eigs = trajectories(table, space, n_modes=max_modes)
+    return t, eigs
+
+
+def _plot_modes(ax, t, eigs, t_scale: str = "linear", max_modes: int | None = None, lw: float = 1.2,
+                label_top: str | None = None) -> None:
+    """One line per eigenvalue column (top mode darkest), log y; non-positive values left out."""
+    t = np.asarray(t, dtype=float)
+    eigs = np.asarray(eigs, dtype=float)
+    if max_modes is not None:
+        eigs = eigs[:, :max_modes]
+    keep = t > 0 if t_scale == "log" else np.ones(t.size, bool)
+    vals = np.where(eigs > 0, eigs, np.nan)[keep]
+    colors = mode_colors(vals.shape[1])
+    for j in range(vals.shape[1]):
+        ax.plot(t[keep], vals[:, j], color=colors[j], lw=lw, label=label_top if j == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xscale(t_scale)
+    ax.set_xlabel("t = lr x step")
+
+
+def _vlines(ax, times, **kw) -> None:
+    for x in times or []:
+        if x is not None:
+            ax.axvline(x, **{"color": "0.5", "ls": ":", "lw": 0.8, **kw})
+
+
+def _space_for(label: str, space) -> str:
+    """Space shown for a method: the given one, or the paper's choice (BT: C, others: covariance)."""
+    if isinstance(space, str):
+        return space
+    if isinstance(space, dict) and label in space:
+        return space[label]
+    return "embedding_C" if "barlow" in label.lower() else "embedding_cov"
+
+
+def fig1cd(history, spectra=None, *, space: str = "embedding_C", step_times=None, t_scale: str = "linear",
+           loss_scale: str = "linear", max_modes: int | None = None, title: str = "Barlow Twins, small init"):
+    """Fig. 1C-D: loss (C) and embedding eigenvalues (D) vs t for Barlow Twins from small init.
+
+    Eigenvalues come from ``spectra`` (tidy table, ``space``) when given, else from the history's
+    ``eig_C_<j>`` columns. ``step_times`` (detected steps) are marked by dotted vertical lines.
+    """
+    with style():
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        h = history.sort_values("step")
+        keep = h["t"] > 0 if t_scale == "log" else np.ones(len(h), bool)
+        a1.plot(h["t"][keep], h["loss"][keep], color="k")
+        a1.set_xscale(t_scale)
+        a1.set_yscale(loss_scale)
+        a1.set_xlabel("t = lr x step")
+        a1.set_ylabel("loss")
+        a1.set_title(f"(C) {title}: loss")
+        t, eigs = _table_eigs(spectra, space, max_modes) if spectra is not None else history_eigs(history, "eig_C_")
+        _plot_modes(a2, t, eigs, t_scale, max_modes)
+        a2.set_ylabel("eigenvalue of C" if space == "embedding_C" else "embedding eigenvalue")
+        a2.set_title(f"(D) {title}: embedding eigenvalues")
+        for ax in (a1, a2):
+            _vlines(ax, step_times)
+        fig.tight_layout()
+    return fig
+
+
+def fig2cf(histories, spectra=None, *, space="embedding_cov", step_times=None, t_scale: str = "linear",
+           loss_scale: str = "linear", max_modes: int | None = None):
+    """Fig. 2C-F: loss (top row) and embedding eigenvalues (bottom row) vs t, one column per method
+    (SimCLR and VICReg from small init in the paper).
+
+    ``histories``: {method label: history table}; ``spectra``: {label: tidy table} (else the
+    history's ``eig_cov_<j>`` columns); ``space``: a space name or {label: space};
+    ``step_times``: {label: [times]}.
+    """
+    labels = list(histories)
+    with style():
+        fig, axes = plt.subplots(2, len(labels), figsize=(4.8 * len(labels), 6.4), squeeze=False)
+        for c, lab in enumerate(labels):
+            h = histories[lab].sort_values("step")
+            keep = h["t"] > 0 if t_scale == "log" else np.ones(len(h), bool)
+            ax = axes[0, c]
+            ax.plot(h["t"][keep], h["loss"][keep], color="k")
+            ax.set_xscale(t_scale)
+            ax.set_yscale(loss_scale)
+            ax.set_xlabel("t = lr x step")
+            ax.set_ylabel("loss")
+            ax.set_title(f"{lab}: loss")
+            sp = _space_for(lab, space)
+            if spectra is not None and lab in spectra:
+                t, eigs = _table_eigs(spectra[lab], sp, max_modes)
+            else:
+                t, eigs = history_eigs(h, "eig_C_" if sp == "embedding_C" else "eig_cov_")
+            _plot_modes(axes[1, c], t, eigs, t_scale, max_modes)
+            axes[1, c].set_ylabel("eigenvalue of C" if sp == "embedding_C" else "covariance eigenvalue")
+            axes[1, c].set_title(f"{lab}: embedding eigenvalues")
+            for ax in axes[:, c]:
+                _vlines(ax, (step_times or {}).get(lab))
+        fig.tight_layout()
+    return fig
+
+
+def fig3(spectra, bands=None, *, space=None, t_scale: str = "linear", max_modes: int | None = None):
+    """Fig. 3: embedding eigenvalues vs t from standard init, one panel per method, with the
+    grown/ungrown threshold (dashed) and the band edges (dotted) of ``sslkit.steps``.
+
+    ``spectra``: {label: tidy table}; ``bands``: {label: bands dict (``detect_steps(...)["bands"]``)};
+    ``space``: a space name, {label: space}, or None for the paper's choice per method.
+    """
+    labels = list(spectra)
+    with style():
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.8 * len(labels), 3.8), squeeze=False)
+        for c, lab in enumerate(labels):
+            ax = axes[0, c]
+            sp = _space_for(lab, space)
+            t, eigs = _table_eigs(spectra[lab], sp, max_modes)
+            _plot_modes(ax, t, eigs, t_scale, max_modes, lw=0.9)
+            b = (bands or {}).get(lab)
+            if b and b.get("threshold"):
+                ax.axhline(b["threshold"], color="k", ls="--", lw=1.0, label="grown / ungrown threshold")
+                for edge in ("lower", "upper"):
+                    if b.get(edge):
+                        ax.axhline(b[edge], color="k", ls=":", lw=0.7)
+                ax.legend(loc="lower right")
+            ax.set_ylabel("eigenvalue of C" if sp == "embedding_C" else "covariance eigenvalue")
+            ax.set_title(f"({chr(65 + c)}) {lab}, standard init")
+        fig.tight_layout()
+    return fig
+
+
+def _pick_checkpoints(t: np.ndarray, times, n_times: int) -> list[int]:
+    """Indices of the checkpoints nearest to ``times`` (or ``n_times`` spread over the run, t > 0)."""
+    if times is not None:
+        return [int(np.argmin(np.abs(t - x))) for x in times]
+    idx = np.nonzero(t > 0)[0] if (t > 0).any() else np.arange(t.size)
+    return [int(idx[i]) for i in np.unique(np.linspace(0, idx.size - 1, n_times).round().astype(int))]
+
+
+def fig4(spectra, bands=None, *, space=None, times=None, n_times: int = 4, bins: int = 40,
+         max_modes: int | None = None):
+    """Fig. 4: histograms of the embedding eigenvalues at selected times (log-spaced bins on a log
+    axis), one row per method, with the threshold lines of Fig. 3. A bimodal histogram = a band of
+    grown and a band of ungrown eigenvalues.
+
+    ``times``: {label: [t...]} or one list for all (nearest checkpoints); default ``n_times``
+    checkpoints spread over the run. Non-positive eigenvalues are left out (their count is shown).
+    """
+    labels = list(spectra)
+    with style():
+        def chosen(lab):
+            return times.get(lab) if isinstance(times, dict) else times
+
+        ncols = max(n_times if chosen(lab) is None else len(chosen(lab)) for lab in labels)
+        fig, axes = plt.subplots(len(labels), ncols, figsize=(3.0 * ncols, 2.4 * len(labels)), squeeze=False)
+        for r, lab in enumerate(labels):
+            sp = _space_for(lab, space)
+            t, eigs = _table_eigs(spectra[lab], sp, max_modes)
+            picks = _pick_checkpoints(t, chosen(lab), n_times)
+            pos = eigs[eigs > 0]
+            lo, hi = (pos.min(), pos.max()) if pos.size else (1e-12, 1.0)
+            edges = np.geomspace(lo / 1.5, hi * 1.5, bins + 1)
+            b = (bands or {}).get(lab) or {}
+            for c in range(axes.shape[1]):
+                ax = axes[r, c]
+                ax.set_xscale("log")
+                if c >= len(picks):
+                    ax.set_visible(False)
+                    continue
+                lam = eigs[picks[c]]
+                ax.hist(lam[lam > 0], bins=edges, color="C0", alpha=0.8)
+                if b.get("threshold"):
+                    ax.axvline(b["threshold"], color="k", ls="--", lw=1.0)
+                n_bad = int((lam <= 0).sum())
+                ax.set_title(f"{lab}: t = {t[picks[c]]:.4g}" + (f" ({n_bad} <= 0)" if n_bad else ""), fontsize=9)
+                ax.set_xlabel("eigenvalue")
+                if c == 0:
+                    ax.set_ylabel("count")
+        fig.tight_layout()
+    return fig
+
+
+def fig5(spectra, *, space=None, hidden_space: str = "hidden_cov", step_times=None, t_scale: str = "linear",
+         max_modes: int | None = None, max_hidden_modes: int | None = None):
+    """Fig. 5: embedding eigenvalues (top row) and hidden-representation covariance eigenvalues
+    (bottom row) vs t, one column per method (small init). ``step_times``: {label: embedding step
+    times}, drawn on both rows to show whether hidden steps coincide with embedding steps.
+    """
+    labels = list(spectra)
+    with style():
+        fig, axes = plt.subplots(2, len(labels), figsize=(4.8 * len(labels), 6.4), squeeze=False)
+        for c, lab in enumerate(labels):
+            sp = _space_for(lab, space)
+            t, eigs = _table_eigs(spectra[lab], sp, max_modes)
+            _plot_modes(axes[0, c], t, eigs, t_scale, max_modes)
+            axes[0, c].set_ylabel("embedding eigenvalue")
+            axes[0, c].set_title(f"({chr(65 + 2 * c)}) {lab}: embeddings")
+            th, eh = _table_eigs(spectra[lab], hidden_space, max_hidden_modes)
+            _plot_modes(axes[1, c], th, eh, t_scale, max_hidden_modes, lw=0.9)
+            axes[1, c].set_ylabel("hidden covariance eigenvalue")
+            axes[1, c].set_title(f"({chr(66 + 2 * c)}) {lab}: hidden representations")
+            for ax in axes[:, c]:
+                _vlines(ax, (step_times or {}).get(lab))
+        fig.tight_layout()
+    return fig
+
+
+def fig7(probes, *, metric: str = "linear_acc", x: str = "epoch"):
+    """Fig. 7: probe accuracy vs epoch, small vs standard init, one panel per method.
+
+    ``probes``: {method label: {init: probe table}} (columns step, t, epoch, linear_acc,
+    knn_acc); ``metric`` is drawn solid, the other accuracy (k-NN / linear) dashed and faint.
+    """
+    other = "knn_acc" if metric == "linear_acc" else "linear_acc"
+    names = {"linear_acc": "linear probe", "knn_acc": "k-NN"}
+    init_color = {"small": "C3", "standard": "C0"}
+    labels = list(probes)
+    with style():
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.4), squeeze=False)
+        for c, lab in enumerate(labels):
+            ax = axes[0, c]
+            for i, (init, tab) in enumerate(probes[lab].items()):
+                tab = tab.sort_values("step")
+                col = init_color.get(init, f"C{i + 4}")
+                ax.plot(tab[x], tab[metric], color=col, label=f"{init}-init" if init in init_color else init)
+                if other in tab:
+                    ax.plot(tab[x], tab[other], color=col, ls="--", lw=0.9, alpha=0.6)
+            ax.set_xlabel(x)
+            ax.set_ylabel(f"test accuracy ({names.get(metric, metric)})")
+            ax.set_ylim(0, 1)
+            ax.set_title(lab)
+            ax.legend(title=f"dashed: {names.get(other, other)}")
+        fig.tight_layout()
+    return fig

@@ -1,0 +1,238 @@
+"""Glue of the analysis stage: from a run's checkpoints to spectra, steps and probe tables.
+
+Pure Python on top of ``sslkit.spectrum``, ``sslkit.steps`` and ``sslkit.probe``; the workflow
+scripts of rules/analysis.smk only read config and files and call these functions. The model
+interface is duck-typed: a checkpoint loads (``load_fn(path) -> (model, run_config)``, by default
+``sslkit.train.load_checkpoint``) into a model with ``.hidden(x)`` and ``.embed(x)`` on
+normalised NCHW float batches; the run's augmentation is ``build_augment(run_config, device)``
+(default ``sslkit.augment.build_augment``), a callable ``(uint8 NHWC tensor, torch.Generator) ->
+normalised NCHW float batch``.
+
+Evaluation pairs (``make_eval_pairs``): ``n`` images drawn with a seeded generator (without
+replacement when n <= number of images, else with replacement), each augmented twice with a torch
+generator seeded by the same seed, in chunks of ``chunk`` images -- so the pairs depend only on
+(images, augmentation, n, seed, chunk) and are identical for every checkpoint of a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import probe as probe_mod
+from . import spectrum, steps
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EMBEDDING_SPACE",
+    "embedding_space",
+    "select_checkpoints",
+    "eval_indices",
+    "make_eval_pairs",
+    "to_float_nchw",
+    "extract_features",
+    "checkpoint_spectra",
+    "spectra_over_checkpoints",
+    "probe_over_checkpoints",
+    "step_config",
+    "steps_from_table",
+]
+
+#: the embedding spectrum the paper reports per method (App. D.4); others: "embedding_cov"
+EMBEDDING_SPACE = {"barlow_twins": "embedding_C"}
+
+
+def embedding_space(method: str) -> str:
+    """``embedding_C`` for Barlow Twins (the theory's C), ``embedding_cov`` for every other method."""
+    return EMBEDDING_SPACE.get(method, "embedding_cov")
+
+
+def select_checkpoints(checkpoints: Iterable[Mapping[str, Any]], every: int = 1) -> list[dict]:
+    """Checkpoints sorted by step, every ``every``-th kept; the first and the last are always kept."""
+    if every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+    cks = sorted((dict(c) for c in checkpoints), key=lambda c: c["step"])
+    if not cks:
+        return []
+    keep = set(range(0, len(cks), every)) | {len(cks) - 1}
+    return [c for i, c in enumerate(cks) if i in keep]
+
+
+def eval_indices(n_images: int, n: int, seed: int) -> np.ndarray:
+    """The ``n`` image indices of the evaluation pairs (seeded; with replacement only if n > n_images)."""
+    if n_images < 1 or n < 1:
+        raise ValueError(f"need at least one image and one pair, got {n_images} images, n = {n}")
+    rng = np.random.default_rng(seed)
+    return rng.choice(n_images, size=n, replace=n > n_images)
+
+
+def make_eval_pairs(images: np.ndarray, augment: Callable, n: int, seed: int, *, device: str = "cpu",
+                    chunk: int = 512) -> dict[str, Any]:
+    """``n`` positive pairs: two augmentations of each of ``n`` seeded images (module docstring).
+
+    ``images``: uint8 N x H x W x C (a memory map is fine). Returns ``{"x1", "x2"}`` (torch tensors
+    on ``device``, n x C x H' x W') and ``"index"`` (the image indices, numpy).
+    """
+    import torch
+
+    idx = eval_indices(len(images), n, seed)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    v1, v2 = [], []
+    for lo in range(0, n, chunk):
+        batch = torch.from_numpy(np.ascontiguousarray(images[idx[lo:lo + chunk]])).to(device)
+        with torch.no_grad():
+            v1.append(augment(batch, gen))
+            v2.append(augment(batch, gen))
+    return {"x1": torch.cat(v1), "x2": torch.cat(v2), "index": idx}
+
+
+def to_float_nchw(batch, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    """Un-augmented view of a uint8 NHWC batch (tensor or array): float NCHW in [0, 1], then
+    ``(x - mean) / std`` per channel when given (use the training normalisation for probes)."""
+    import torch
+
+    x = torch.as_tensor(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    if mean is not None:
+        x = x - torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if std is not None:
+        x = x / torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x
+
+
+def extract_features(fn: Callable, images: np.ndarray, *, transform: Callable = to_float_nchw,
+                     batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+    """``fn(transform(images))`` in batches under ``torch.no_grad()``: float32 N x D (flattened)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[lo:lo + batch_size])).to(device)
+            f = fn(transform(batch))
+            out.append(f.detach().reshape(f.shape[0], -1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _prepare(model, device: str):
+    if hasattr(model, "to"):
+        model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+def checkpoint_spectra(model, pairs: Mapping[str, Any], *, batch_size: int = 256, absolute: Sequence[float] = (),
+                       relative: Sequence[float] = (), device: str = "cpu") -> dict[str, Any]:
+    """``spectrum.compute_checkpoint_spectra`` of a model (eval mode) on ``make_eval_pairs`` output."""
+    model = _prepare(model, device)
+    return spectrum.compute_checkpoint_spectra(model.embed, model.hidden, pairs["x1"], pairs["x2"],
+                                               batch_size=batch_size, absolute=absolute, relative=relative)
+
+
+def _default_loader():
+    from .train import load_checkpoint  # the training stage (issue 5)
+
+    return load_checkpoint
+
+
+def _default_augment():
+    from .augment import build_augment  # the training stage (issue 5)
+
+    return build_augment
+
+
+def spectra_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], images: np.ndarray, *, n_pairs: int,
+                             seed: int, load_fn: Callable | None = None, build_augment: Callable | None = None,
+                             device: str = "cpu", batch_size: int = 256, absolute: Sequence[float] = (),
+                             relative: Sequence[float] = ()) -> list[dict[str, Any]]:
+    """Spectra of every checkpoint ({step, t, epoch, path}) on one set of evaluation pairs.
+
+    The pairs are built once, with the augmentation of the first checkpoint's run config. Returns
+    one record per checkpoint: ``{"step", "t", "epoch", **compute_checkpoint_spectra(...)}`` --
+    the input of ``spectrum.spectra_table`` / ``summary_table``.
+    """
+    load_fn = load_fn or _default_loader()
+    build_augment = build_augment or _default_augment()
+    pairs = None
+    records = []
+    for ck in checkpoints:
+        model, run_config = load_fn(ck["path"])
+        if pairs is None:
+            pairs = make_eval_pairs(images, build_augment(run_config, device), n_pairs, seed, device=device)
+        try:
+            res = checkpoint_spectra(model, pairs, batch_size=batch_size, absolute=absolute, relative=relative,
+                                     device=device)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {ck['path']} (step {ck['step']}): {err}; if training diverged, "
+                             f"lower its learning rate or analyse earlier checkpoints only") from err
+        records.append({"step": int(ck["step"]), "t": float(ck["t"]), "epoch": ck.get("epoch"), **res})
+        log.info("spectra of step %s: top C eigenvalue %.3g, RankMe %.2f", ck["step"],
+                 res["eigenvalues"]["embedding_C"][0], res["rankme"]["embedding"])
+    return records
+
+
+def probe_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], train, test, *, load_fn: Callable | None = None,
+                           transform: Callable = to_float_nchw, device: str = "cpu", batch_size: int = 256,
+                           C: float = probe_mod.DEFAULTS["C"], max_iter: int = probe_mod.DEFAULTS["max_iter"],
+                           k: int = probe_mod.DEFAULTS["k"], max_train: int | None = probe_mod.DEFAULTS["max_train"],
+                           max_test: int | None = probe_mod.DEFAULTS["max_test"],
+                           seed: int = probe_mod.DEFAULTS["seed"]):
+    """Probe table of a run: one row per checkpoint with step, t, epoch, linear_acc, knn_acc (+ sizes).
+
+    ``train`` / ``test``: ``sslkit.data.Split`` (images uint8 NHWC, labels; -1 = unlabelled, dropped).
+    The caps subsample the *images* (seeded, the same for every checkpoint) before features are
+    computed; features are the model's hidden representations of the un-augmented images
+    (``transform``, e.g. ``to_float_nchw`` with the training normalisation).
+    """
+    import pandas as pd
+
+    load_fn = load_fn or _default_loader()
+
+    def labelled_subset(split, cap, s):
+        lab = np.nonzero(np.asarray(split.labels) >= 0)[0]
+        if lab.size == 0:
+            raise ValueError("split has no labelled images for the probe")
+        return lab[probe_mod.subsample(lab.size, cap, s)]
+
+    itr, ite = labelled_subset(train, max_train, seed), labelled_subset(test, max_test, seed + 1)
+    xtr_img, ytr = train.images[itr], np.asarray(train.labels)[itr]
+    xte_img, yte = test.images[ite], np.asarray(test.labels)[ite]
+    rows = []
+    for ck in checkpoints:
+        model, _ = load_fn(ck["path"])
+        model = _prepare(model, device)
+        ftr = extract_features(model.hidden, xtr_img, transform=transform, batch_size=batch_size, device=device)
+        fte = extract_features(model.hidden, xte_img, transform=transform, batch_size=batch_size, device=device)
+        r = probe_mod.probe_features(ftr, ytr, fte, yte, C=C, max_iter=max_iter, k=k, max_train=None,
+                                     max_test=None, seed=seed)
+        rows.append({"step": int(ck["step"]), "t": float(ck["t"]), "epoch": ck.get("epoch"), **r})
+        log.info("probe of step %s: linear %.4f, kNN %.4f", ck["step"], r["linear_acc"], r["knn_acc"])
+    return pd.DataFrame(rows)
+
+
+def step_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], int | None, int | None]:
+    """Split config ``analysis.steps`` into (detect_steps params, max_modes, hidden_max_modes)."""
+    cfg = dict(cfg or {})
+    n_modes = cfg.pop("max_modes", None)
+    hidden_modes = cfg.pop("hidden_max_modes", None)
+    return cfg, n_modes, hidden_modes
+
+
+def steps_from_table(table, method: str, step_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``steps.analyze_run`` on a run's tidy spectra table: the method's embedding space (BT: C,
+    others: covariance) and, when present, ``hidden_cov``. Adds ``space`` and ``hidden_space``."""
+    params, n_modes, hidden_modes = step_config(step_cfg)
+    space = embedding_space(method)
+    _, t, emb = spectrum.trajectories(table, space)
+    hidden = None
+    if (table["space"] == "hidden_cov").any():
+        _, th, hidden = spectrum.trajectories(table, "hidden_cov")
+    else:
+        th = None
+    res = steps.analyze_run(t, emb, hidden, t_hidden=th, params=params, n_modes=n_modes, hidden_modes=hidden_modes)
+    res["space"] = space
+    res["hidden_space"] = "hidden_cov" if hidden is not None else None
+    return res
