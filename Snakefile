@@ -22,6 +22,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"  # prepare_data, linear_pairs
+include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide MLP, Fig. 2A-B)
 
 
 rule all:

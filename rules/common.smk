@@ -1,10 +1,13 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
 import sslkit.data
+import sslkit.plots
 
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
+# figure jobs depend on the plotting module and the style file
+PLOT_SOURCES = sslkit.plots.SOURCES
 
 
 def data_options(dataset):
@@ -19,6 +22,14 @@ def pairs_crop(dataset):
     return crop if crop is not None else sslkit.data.DEFAULT_CROP[dataset]
 
 
+def mlp_settings(dataset):
+    """The config section mlp with the crop resolved for one dataset (for sslkit.mlp.MLPSettings)."""
+    section = dict(config["mlp"])
+    if section["crop"] is None:
+        section["crop"] = sslkit.data.DEFAULT_CROP[dataset]
+    return section
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -27,7 +38,12 @@ def all_targets():
         f"results/linear/{DATASET}/pairs.npz",
     ]
     # linear model vs theory (rules/linear.smk): results/linear/{dataset}/summary.json, Fig. 1A-B, 6
-    # kernel theory + wide MLP (rules/mlp.smk): results/mlp/{dataset}/summary.json, Fig. 2A-B
+    # kernel theory + wide MLP (rules/mlp.smk)
+    targets += [
+        f"results/mlp/{DATASET}/summary.json",
+        f"results/figures/fig2ab_mlp_{DATASET}.png",
+        f"results/figures/fig2ab_mlp_{DATASET}.pdf",
+    ]
     # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv

@@ -25,7 +25,7 @@ STYLE = Path(__file__).with_name("stepwise.mplstyle")
 #: files whose change must rerun every figure rule (declared as rule inputs)
 SOURCES = [str(Path(__file__)), str(STYLE)]
 
-__all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors"]
+__all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig2ab_mlp"]
 
 
 @contextlib.contextmanager
@@ -49,3 +49,65 @@ def save_figure(fig, paths: Sequence[str | os.PathLike]) -> None:
                 fig.savefig(tmp, format=p.suffix.lstrip("."))
     finally:
         plt.close(fig)
+
+
+# ============================================================================================
+# Wide MLP vs kernel theory (Fig. 2A-B; rules/mlp.smk)
+# ============================================================================================
+
+def fig2ab_mlp(traj: dict, summary: dict, title: str = "") -> "matplotlib.figure.Figure":
+    """Loss (A) and eigenvalues of C (B) of the wide MLP against time t = lr x step.
+
+    Args:
+        traj: arrays of ``results/mlp/{dataset}/trajectory.npz``: ``t`` (T), ``eval_loss``,
+            ``train_loss`` (T), ``eig`` (T x d), ``t_pred`` (T'), ``loss_pred_init``,
+            ``lam_pred_init``, ``lam_pred_final`` (T' x d), ``tau_pred_init`` (d).
+        summary: ``results/mlp/{dataset}/summary.json`` (alignments, step counts).
+
+    Solid: measured on the fixed evaluation points; dashed: kernelised theory (Eq. 40-42) from the
+    initial eNTK; dotted: the same dynamics with the final eNTK. Vertical ticks: predicted steps.
+    """
+    t, eig = np.asarray(traj["t"]), np.asarray(traj["eig"])
+    tp = np.asarray(traj["t_pred"])
+    d = eig.shape[1]
+    colors = mode_colors(d)
+    keep = t > 0
+    fig, (axA, axB) = plt.subplots(1, 2, figsize=(11, 4.0))
+    axA.plot(t[keep], np.asarray(traj["train_loss"])[keep], color="0.7", lw=1.0, label="training batch")
+    axA.plot(t[keep], np.asarray(traj["eval_loss"])[keep], color="k", label="evaluation points")
+    axA.plot(tp, np.asarray(traj["loss_pred_init"]), "--", color="tab:red", lw=1.2,
+             label="theory, initial eNTK")
+    axA.plot(tp, np.asarray(traj["loss_pred_final"]), ":", color="tab:blue", lw=1.2,
+             label="theory, final eNTK")
+    tau = np.asarray(traj["tau_pred_init"])
+    for j, tj in enumerate(tau):
+        if np.isfinite(tj) and tp[0] <= tj <= tp[-1]:
+            axA.axvline(tj, color=colors[j], ls="--", lw=0.7, alpha=0.7)
+    axA.set(xscale="log", xlabel="t = lr x step", ylabel="loss", ylim=(-0.3, d + 0.5),
+            title="A  loss")
+    axA.legend(loc="lower left")
+    for j in range(d):
+        axB.plot(t[keep], np.clip(eig[keep, j], 1e-12, None), color=colors[j], lw=1.4)
+        axB.plot(tp, np.clip(np.asarray(traj["lam_pred_init"])[:, j], 1e-12, None), "--",
+                 color=colors[j], lw=1.0)
+        axB.plot(tp, np.clip(np.asarray(traj["lam_pred_final"])[:, j], 1e-12, None), ":",
+                 color=colors[j], lw=0.9)
+    axB.plot([], [], "k-", label="experiment (eigenvalues of C)")
+    axB.plot([], [], "k--", label="theory, initial eNTK")
+    axB.plot([], [], "k:", label="theory, final eNTK")
+    axB.set(xscale="log", yscale="log", xlabel="t = lr x step", ylabel="eigenvalue of C",
+            ylim=(1e-10, 3.0), title="B  embedding eigenvalues")
+    axB.legend(loc="lower right")
+    ki, kf = summary["kernel_init"], summary["kernel_final"]
+    rnd = summary["random_alignment"]["analytic"]
+    steps = summary["steps"]
+    axB.text(0.02, 0.98,
+             f"steps: {steps['n_distinct']} distinct ({steps['n_learned']} modes learned)\n"
+             f"a(P_exp, P_th): init {ki['alignment_exp_th']:.2f}, final {kf['alignment_exp_th']:.2f}\n"
+             f"a(P_exp, P_NTK): init {ki['alignment_exp_ntk']:.2f}, final {kf['alignment_exp_ntk']:.2f}\n"
+             f"random subspaces: {rnd:.2f}",
+             transform=axB.transAxes, va="top", ha="left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
