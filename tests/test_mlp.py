@@ -125,7 +125,8 @@ def test_mlp_experiment_rule_end_to_end(repo, tmp_path):
     (tmp_path / "config").symlink_to(repo / "config")
     (tmp_path / "tiny.yaml").write_text(
         "mlp:\n  n_images: 12\n  width: 64\n  d: 3\n  epochs: 60\n  lr: 0.002\n"
-        "  record_points: 15\n  prediction_points: 40\n  ntk_chunk_size: 10\n  random_trials: 20\n")
+        "  record_points: 15\n  prediction_points: 40\n  ntk_chunk_size: 10\n  random_trials: 20\n"
+        "  kernel_draws: 2\n")
     r = smk(repo, tmp_path, "--cores", "2", "--configfile", "tiny.yaml", "--",
             "results/figures/fig2ab_mlp_digits.png", "results/figures/fig2ab_mlp_digits.pdf")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -133,12 +134,17 @@ def test_mlp_experiment_rule_end_to_end(repo, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 12 and summary["m"] == 36 and summary["settings"]["crop"] == 6
     assert summary["random_alignment"]["analytic"] == pytest.approx(3 / 24)
-    for key in ("kernel_init", "kernel_final"):
+    for key in ("kernel_init", "kernel_final", "kernel_init_population"):
         assert 0.0 <= summary[key]["alignment_exp_th"] <= 1.0 + 1e-9
+    assert summary["kernel_init_population"]["n_points"] == 48
     traj = np.load(out / "trajectory.npz")
     assert traj["eig"].shape == (len(traj["t"]), 3) and traj["t"][-1] == pytest.approx(0.002 * 60)
     kernels = np.load(out / "kernels.npz")
     assert kernels["K_init"].shape == (24, 24) and np.allclose(kernels["K_init"], kernels["K_init"].T)
+    # the population kernel's first draw is the evaluation draw: same points, same kernel entries
+    Kp = kernels["K_init_population"]
+    idx = np.r_[0:12, 24:36]
+    assert Kp.shape == (48, 48) and np.allclose(Kp[np.ix_(idx, idx)], kernels["K_init"], rtol=1e-6)
     for ext in ("png", "pdf"):
         assert (tmp_path / f"results/figures/fig2ab_mlp_digits.{ext}").stat().st_size > 1000
     from mlflow.tracking import MlflowClient
