@@ -9,19 +9,24 @@ FLOP model (all counts are FLOPs, one multiply-add = 2 FLOPs):
     contract   N^2 P for the symmetric kernel (N (N + 1) / 2 dot products of length P, 2 FLOPs
                per term).
     bound      3 N F P + N^2 P: the minimum work of the eNTK. ``empirical_ntk`` recomputes column
-               chunks (memory stays at two chunks), so it performs 3 F_fwd * (samples actually
-               differentiated) + 2 P * (sum over computed blocks of c_a c_b) FLOPs.
+               chunks (memory stays at one row panel + one chunk), so it performs
+               3 F_fwd * (samples actually differentiated) + 2 P * (kernel entries computed).
 
 Reported: wall and CPU time, the time per sample of one Jacobian against a batched
-forward + backward of the same chunk (what a training step pays for 3 F_fwd), the performed and minimum FLOPs, achieved FLOP/s (performed FLOPs /
+forward + backward of the same chunk (what a training step pays for 3 F_fwd),
+the performed and minimum FLOPs, achieved FLOP/s (performed FLOPs /
 wall time), the machine's float32 matmul rate measured here (the practical peak), and the ratio
 of the measured time to the time the FLOP bound needs at that peak ("x the bound"). Also the
 FLOPs PyTorch's counter attributes to one vmap(jacrev) chunk (its vmap rule for conv weight
 gradients is not the 3 F_fwd of the model), and the measured peak memory against the budget that
 set the chunk size.
 
-    PYTHONPATH=. python bench/ntk.py [--width 16] [--n 256] [--budget-mb 256] [--threads 1]
+    PYTHONPATH=. python bench/ntk.py [--width 32] [--n 512] [--budget-mb 128] [--chunk 8] [--symmetric]
     PYTHONPATH=. python bench/ntk.py --model resnet18 --n 64 --budget-mb 1024
+
+Measured on the 2-core development CPU (1 thread, shared; see the report of issue 4): the
+SmallResNet (P = 309k, N = 512, budget 128 MiB) takes ~20 s with row panels (~3.5x recomputation)
+against ~60 s with the symmetric two-chunk scheme (~18x); 7-8x the FLOP bound at the matmul peak.
 
 CUDA runs when available (``--device auto``); otherwise the GPU part is skipped with a message.
 The CPU is shared on the development machine: the load average is printed beside every timing.
@@ -39,7 +44,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sslkit.ntk import (activation_bytes_per_sample, chunk_size_for_budget, empirical_ntk,
-                        estimate_peak_bytes, n_parameters)
+                        estimate_peak_bytes, n_parameters, plan_chunks)
 
 
 class Block(nn.Module):
@@ -145,9 +150,10 @@ def matmul_rate(device: torch.device, size: int = 2048, reps: int = 5) -> float:
     return 2 * size**3 * reps / (time.perf_counter() - t0)
 
 
-def performed_flops(N: int, c: int, P: int, f_fwd: int, jac_samples: int) -> tuple[float, float]:
-    sizes = [min(c, N - s) for s in range(0, N, c)]
-    macs = sum(sizes[a] * sizes[b] for a in range(len(sizes)) for b in range(a, len(sizes)))
+def performed_flops(N: int, rows: int, P: int, f_fwd: int, jac_samples: int) -> tuple[float, float]:
+    """Jacobian FLOPs (3 F_fwd per differentiated sample) and contraction FLOPs (2 P per kernel
+    entry computed: each row panel's full diagonal block and everything to its right)."""
+    macs = sum(min(rows, N - s) * (N - s) for s in range(0, N, rows))
     return 3.0 * f_fwd * jac_samples, 2.0 * P * macs
 
 
@@ -155,23 +161,28 @@ def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, chunk: int | None) -> dict:
+def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, chunk: int,
+        symmetric: bool) -> dict:
     P = n_parameters(model)
     N = len(x)
     act = activation_bytes_per_sample(model, x)
-    c = chunk or chunk_size_for_budget(model, x, budget)
-    c = min(c, N)
+    if symmetric:
+        c = rows = chunk_size_for_budget(model, x, budget)
+    else:
+        c, rows = plan_chunks(model, x, budget, chunk_size=chunk)
+    c, rows = min(c, N), min(rows, N)
     f_fwd = forward_flops(model, x)
     peak_rate = matmul_rate(device)
     step = train_step_time(model, x[:c], device)
     w0, c0 = time.perf_counter(), time.process_time()
-    res = empirical_ntk(model.to(device), x, chunk_size=c, device=device)
+    res = empirical_ntk(model.to(device), x, chunk_size=c, row_chunk_size=rows, device=device)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     st = res.stats
-    jac_f, con_f = performed_flops(N, c, P, f_fwd, st["jacobian_samples"])
+    jac_f, con_f = performed_flops(N, rows, P, f_fwd, st["jacobian_samples"])
     bound = 3.0 * N * f_fwd + float(N) ** 2 * P
     return {
-        "device": str(device), "N": N, "P": P, "chunk_size": c, "n_chunks": st["n_chunks"],
+        "device": str(device), "N": N, "P": P, "chunk_size": c, "row_chunk_size": rows,
+        "n_panels": st["n_chunks"],
         "forward_flops_per_sample": f_fwd, "activation_bytes_per_sample": act,
         "jacobian_samples": st["jacobian_samples"], "recompute_factor": st["jacobian_samples"] / N,
         "wall_s": wall, "cpu_s": cpu, "jacobian_s": st["jacobian_time_s"], "contraction_s": st["contraction_time_s"],
@@ -184,7 +195,7 @@ def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, ch
         "train_step_s_per_sample": step, "train_step_flops_per_s": 3.0 * f_fwd / step,
         "jacobian_s_per_sample": st["jacobian_time_s"] / st["jacobian_samples"],
         "time_over_bound": wall / (bound / peak_rate),
-        "budget_bytes": budget, "estimated_peak_bytes": estimate_peak_bytes(P, act, c),
+        "budget_bytes": budget, "estimated_peak_bytes": estimate_peak_bytes(P, act, c, rows),
         "peak_bytes": st["peak_bytes"], "load": load(),
     }
 
@@ -192,7 +203,8 @@ def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, ch
 def report(r: dict) -> None:
     gf = 1e9
     print(f"  device {r['device']}: N = {r['N']}, P = {r['P']:,}, forward {r['forward_flops_per_sample'] / 1e6:.1f} "
-          f"MFLOP/sample, chunk {r['chunk_size']} ({r['n_chunks']} chunks, Jacobians computed "
+          f"MFLOP/sample, chunk {r['chunk_size']}, row panel {r['row_chunk_size']} ({r['n_panels']} panels), "
+          f"Jacobians computed "
           f"{r['recompute_factor']:.2f}x N)")
     print(f"  time {r['wall_s']:.2f} s wall / {r['cpu_s']:.2f} s CPU (Jacobians {r['jacobian_s']:.2f} s, "
           f"contraction {r['contraction_s']:.2f} s)   [{r['load']}]")
@@ -218,15 +230,18 @@ def report(r: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=["small", "resnet18"], default="small")
-    ap.add_argument("--width", type=int, default=16, help="SmallResNet base width")
+    ap.add_argument("--width", type=int, default=32, help="SmallResNet base width")
     ap.add_argument("--blocks", type=int, default=1, help="SmallResNet blocks per stage")
     ap.add_argument("--d", type=int, default=10)
     ap.add_argument("--side", type=int, default=32, help="input image side")
-    ap.add_argument("--n", type=int, default=256, help="number of points N (CPU)")
+    ap.add_argument("--n", type=int, default=512, help="number of points N (CPU)")
     ap.add_argument("--n-gpu", type=int, default=2000, help="number of points N on a GPU")
-    ap.add_argument("--budget-mb", type=float, default=256, help="memory budget that sets the chunk size (CPU)")
+    ap.add_argument("--budget-mb", type=float, default=128, help="memory budget that sets the chunk sizes (CPU)")
     ap.add_argument("--budget-gpu-mb", type=float, default=16384)
-    ap.add_argument("--chunk", type=int, default=None, help="fixed chunk size (default: from the budget)")
+    ap.add_argument("--chunk", type=int, default=8,
+                    help="vmap chunk (column chunk); the row panel gets the rest of the budget")
+    ap.add_argument("--symmetric", action="store_true",
+                    help="row panel = chunk, both sized from the budget (the simple scheme)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -244,13 +259,15 @@ def main(argv=None) -> int:
     results = {}
     if args.device in ("auto", "cpu"):
         print("CPU:")
-        results["cpu"] = run(model, x, torch.device("cpu"), int(args.budget_mb * 2**20), args.chunk)
+        results["cpu"] = run(model, x, torch.device("cpu"), int(args.budget_mb * 2**20), args.chunk,
+                             args.symmetric)
         report(results["cpu"])
     if args.device in ("auto", "cuda"):
         if torch.cuda.is_available():
             print(f"GPU ({torch.cuda.get_device_name()}):")
             xg = torch.randn(args.n_gpu, 3, args.side, args.side, generator=torch.Generator().manual_seed(1))
-            results["cuda"] = run(model, xg, torch.device("cuda"), int(args.budget_gpu_mb * 2**20), args.chunk)
+            results["cuda"] = run(model, xg, torch.device("cuda"), int(args.budget_gpu_mb * 2**20),
+                                  args.chunk, args.symmetric)
             report(results["cuda"])
             model.cpu()
         else:

@@ -8,14 +8,18 @@ For a network with d outputs f_1..f_d, the scalarised eNTK is
 bias, grad_W g = (1/d) 1 x^T and K(x, x') = d * (1/d^2) * d * x^T x' = x^T x' exactly; a bias b
 adds d * (1/d^2) * d = 1.
 
-Computation (``empirical_ntk``): the N points are cut into chunks of ``chunk_size``; the
-per-sample Jacobians J_a (chunk_size x P, one row per sample) of one chunk are computed with
-``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``) and the kernel block K_ab = d J_a J_b^T
-is accumulated parameter tensor by parameter tensor (float32 products, float64 sum). Only two
-chunks' Jacobians exist at any time, so memory is bounded by ~2 * chunk_size * P * 4 bytes plus
-the activations of one chunk, never by N * P; only blocks b >= a are computed (K is symmetric).
-The price is recomputation: chunk Jacobians are computed 1 + n_c (n_c - 1) / 2 times for n_c
-chunks (the inner loop runs backwards so that its last Jacobian is the next row's).
+Computation (``empirical_ntk``): per-sample Jacobians (one row of P entries per point) are
+computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``) for ``chunk_size``
+points at a time, and kernel blocks K_ab = d J_a J_b^T are accumulated parameter tensor by
+parameter tensor (float32 products, float64 sum). The points are cut into row panels of
+``row_chunk_size`` (default: ``chunk_size``); for each panel its Jacobians are held while the
+column chunks after it stream past, so only blocks b >= a are computed (K is symmetric) and at
+most (row_chunk_size + 2 chunk_size) x P floats of Jacobian exist at any time (the column chunk
+plus vmap's temporaries): memory is bounded by the chunk sizes, never by N x P. The price is recomputation: column chunks are differentiated
+again for every panel before them, about N^2 / (2 row_chunk_size) extra per-sample Jacobians, so
+a large row panel (``plan_chunks`` gives it the memory budget) and a small column chunk is the
+efficient shape. The column loop runs backwards so that its last chunk, the next panel's first
+points, is reused rather than recomputed.
 
 The network is evaluated in eval mode (BatchNorm uses its running statistics, dropout is off);
 the module itself is not modified (its parameters are passed functionally, its training flags are
@@ -37,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 __all__ = ["NTKResult", "empirical_ntk", "n_parameters", "activation_bytes_per_sample",
-           "estimate_peak_bytes", "chunk_size_for_budget", "PeakMemory"]
+           "estimate_peak_bytes", "plan_chunks", "chunk_size_for_budget", "PeakMemory"]
 
 
 @dataclass
@@ -163,29 +167,50 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
     return total
 
 
-def estimate_peak_bytes(n_params: int, act_bytes: int, chunk_size: int, act_factor: float = 4.0) -> int:
+def estimate_peak_bytes(n_params: int, act_bytes: int, chunk_size: int, row_chunk_size: int | None = None,
+                        act_factor: float = 4.0) -> int:
     """Model of the peak memory of ``empirical_ntk`` above the start (float32).
 
-    Two chunks' Jacobians (2 * c * P * 4 bytes) plus the autograd working set of one chunk:
-    ``act_factor`` x the forward activations of c samples (saved activations, their gradients,
-    the per-sample weight-gradient temporaries of vmap).
+    The row panel's Jacobians (row_chunk_size * P * 4 bytes), one column chunk's Jacobians twice
+    (2 * chunk_size * P * 4: the result and the per-sample weight-gradient temporaries of vmap's
+    backward, measured on ResNet-18) and the autograd working set of one chunk: ``act_factor`` x
+    the forward activations of ``chunk_size`` samples.
     """
-    return int(2 * chunk_size * n_params * 4 + act_factor * chunk_size * act_bytes)
+    rows = chunk_size if row_chunk_size is None else row_chunk_size
+    return int((rows + 2 * chunk_size) * n_params * 4 + act_factor * chunk_size * act_bytes)
+
+
+def plan_chunks(model: nn.Module, example: torch.Tensor, budget_bytes: int, chunk_size: int | None = 32,
+                act_factor: float = 4.0) -> tuple[int, int]:
+    """``(chunk_size, row_chunk_size)`` whose ``estimate_peak_bytes`` fits in ``budget_bytes``.
+
+    With ``chunk_size`` given (the vmap batch; 16-64 keeps the kernels efficient) the rest of the
+    budget goes to the row panel, which minimises recomputation; it is lowered if even two chunks
+    do not fit. ``chunk_size=None`` gives the symmetric plan (row panel = chunk).
+    """
+    P = n_parameters(model)
+    act = activation_bytes_per_sample(model, example)
+    per_col = 2 * P * 4 + act_factor * act  # one more point in the column chunk
+    if chunk_size is None:
+        c = max(int(budget_bytes // (per_col + P * 4)), 1)
+        return c, c
+    c = max(min(int(chunk_size), int(budget_bytes // (per_col + P * 4))), 1)
+    rows = int((budget_bytes - c * per_col) // (P * 4))
+    return c, max(rows, c)
 
 
 def chunk_size_for_budget(model: nn.Module, example: torch.Tensor, budget_bytes: int,
                           act_factor: float = 4.0) -> int:
-    """Largest chunk size whose ``estimate_peak_bytes`` fits in ``budget_bytes`` (at least 1)."""
-    P = n_parameters(model)
-    per_sample = estimate_peak_bytes(P, activation_bytes_per_sample(model, example), 1, act_factor)
-    return max(int(budget_bytes // per_sample), 1)
+    """Largest symmetric chunk size (row panel = chunk) whose estimate fits in ``budget_bytes``."""
+    return plan_chunks(model, example, budget_bytes, None, act_factor)[0]
 
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64, device=None,
+def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
+                  row_chunk_size: int | None = None, device=None,
                   dtype: torch.dtype = torch.float32,
                   output_fn: Callable[[object], torch.Tensor] | None = None,
                   measure_memory: bool = True) -> NTKResult:
@@ -196,8 +221,12 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64, device=
             It is evaluated in eval mode; it is not modified.
         x: the N points, ``N x ...`` (tensor or array).
         x2: optional second set ``N2 x ...``: returns the cross kernel K(x, x2) (N x N2) instead.
-        chunk_size: points per Jacobian computation; memory ~ 2 * chunk_size * P * 4 bytes plus one
-            chunk's activations (see ``estimate_peak_bytes``, ``chunk_size_for_budget``).
+        chunk_size: points per Jacobian computation (one vmap call; sets the activation memory)
+            and per column chunk.
+        row_chunk_size: points per row panel whose Jacobians are held while the column chunks
+            stream past (default ``chunk_size``). Larger panels mean less recomputation; memory
+            ~ (row_chunk_size + 2 chunk_size) * P * 4 bytes plus one chunk's activations (see
+            ``estimate_peak_bytes``, ``plan_chunks``).
         device: where to compute (default: the device of the model's first parameter).
         dtype: compute dtype of parameters, inputs and Jacobians (float32; K is summed in float64).
         output_fn: maps the model's output to the ``B x d`` embedding tensor (e.g. pick one
@@ -210,6 +239,9 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64, device=
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     chunk_size = int(chunk_size)
+    row_chunk_size = chunk_size if row_chunk_size is None else int(row_chunk_size)
+    if row_chunk_size < chunk_size:
+        raise ValueError(f"row_chunk_size ({row_chunk_size}) must be >= chunk_size ({chunk_size})")
     first = next(model.parameters(), None)
     if first is None:
         raise ValueError("the model has no parameters")
@@ -262,31 +294,57 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64, device=
             timing["con"] += time.perf_counter() - t0
             return out
 
-        rows = _chunks(len(xa), chunk_size)
+        def panel(start: int, stop: int, prefix: list[torch.Tensor] | None) -> list[torch.Tensor]:
+            """Jacobians of points [start, stop) in micro-batches of chunk_size, written into
+            preallocated per-parameter buffers (no concatenation copies); the first
+            ``len(prefix[0])`` rows may be given (reused from the previous row panel)."""
+            done = start + (len(prefix[0]) if prefix is not None else 0)
+            if prefix is not None and done == stop:
+                return prefix
+            if prefix is None and stop - start <= chunk_size:
+                return jac(xa[start:stop])
+            out = [torch.empty((stop - start, v.numel()), dtype=dtype, device=device) for v in params.values()]
+            if prefix is not None:
+                for buf, part in zip(out, prefix):
+                    buf[: len(part)] = part
+                prefix = None
+            for s0 in range(done, stop, chunk_size):
+                s1 = min(s0 + chunk_size, stop)
+                part = jac(xa[s0:s1])
+                for buf, blk in zip(out, part):
+                    buf[s0 - start:s1 - start] = blk
+                del part
+            return out
+
+        N = len(xa)
+        rows = _chunks(N, row_chunk_size)
         peak = PeakMemory(device) if measure_memory else contextlib.nullcontext()
         with peak:
             if xb is None:
-                K = np.empty((len(xa), len(xa)), dtype=np.float64)
-                Ja = jac(xa[rows[0]])
-                for i, si in enumerate(rows):
+                K = np.empty((N, N), dtype=np.float64)
+                carry = None
+                for si in rows:
+                    Ja = panel(si.start, si.stop, carry)
+                    carry = None  # the panel owns (a copy of) it now
                     K[si, si] = contract(Ja, Ja)
-                    Jnext = None
-                    for j in range(len(rows) - 1, i, -1):  # backwards: the last one is row i + 1
-                        sj = rows[j]
+                    cols = _chunks(N - si.stop, chunk_size)
+                    # backwards, so that the last column chunk (the next panel's first points) is kept
+                    for c in reversed(cols):
+                        sj = slice(si.stop + c.start, si.stop + c.stop)
                         Jb = jac(xa[sj])
                         blk = contract(Ja, Jb)
                         K[si, sj] = blk
                         K[sj, si] = blk.T
-                        if j == i + 1:
-                            Jnext = Jb
+                        if c.start == 0:
+                            carry = Jb
                         del Jb
-                    Ja = Jnext
+                    del Ja
                 K = (K + K.T) / 2  # diagonal blocks: exact symmetry despite float32 products
             else:
                 cols = _chunks(len(xb), chunk_size)
-                K = np.empty((len(xa), len(xb)), dtype=np.float64)
+                K = np.empty((N, len(xb)), dtype=np.float64)
                 for si in rows:
-                    Ja = jac(xa[si])
+                    Ja = panel(si.start, si.stop, None)
                     for sj in cols:
                         K[si, sj] = contract(Ja, jac(xb[sj]))
                     del Ja
@@ -300,12 +358,14 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64, device=
         "n_params": P,
         "d": d,
         "chunk_size": chunk_size,
+        "row_chunk_size": row_chunk_size,
         "n_chunks": len(rows),
         "jacobian_chunks": timing["jac_chunks"],
         "jacobian_samples": timing["jac_samples"],
         "jacobian_chunk_bytes": chunk_size * P * 4,
         "activation_bytes_per_sample": act,
-        "estimated_peak_bytes": estimate_peak_bytes(P, act, min(chunk_size, len(xa))),
+        "estimated_peak_bytes": estimate_peak_bytes(P, act, min(chunk_size, len(xa)),
+                                                    min(row_chunk_size, len(xa))),
         "peak_bytes": getattr(peak, "peak_bytes", None),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
