@@ -63,8 +63,8 @@ class MLPSettings:
     d: int = 10
     alpha: float = 1e-4
     alpha_layers: str = "readout"
-    lr: float = 2e-3
-    epochs: int = 7000
+    lr: float = 1e-3
+    epochs: int = 14000
     record_points: int = 200
     prediction_points: int = 400
     ntk_chunk_size: int = 50

@@ -76,42 +76,42 @@ def fig2ab_mlp(traj: dict, summary: dict, title: str = "") -> "matplotlib.figure
     colors = mode_colors(d)
     keep = t > 0
     draws = summary.get("kernel_init_population", {}).get("draws", 1)
-    fig, (axA, axB) = plt.subplots(1, 2, figsize=(11, 4.2))
-    axA.plot(t[keep], np.asarray(traj["train_loss"])[keep], color="0.75", lw=1.0, label="training batch")
-    axA.plot(t[keep], np.asarray(traj["eval_loss"])[keep], color="k", label="evaluation points")
-    axA.plot(tp, np.asarray(traj["loss_pred_pop"]), "--", color="tab:red", lw=1.2,
-             label=f"theory, initial eNTK, {draws} draws")
-    axA.plot(tp, np.asarray(traj["loss_pred_init"]), ":", color="tab:red", lw=1.2,
-             label="theory, initial eNTK, 1 draw")
-    axA.plot(tp, np.asarray(traj["loss_pred_final"]), "-.", color="tab:blue", lw=1.0,
-             label="theory, final eNTK, 1 draw")
+    fig, (axA, axB) = plt.subplots(1, 2, figsize=(11, 5.0))
+    axA.plot(t[keep], np.asarray(traj["train_loss"])[keep], color="0.75", lw=1.0)
+    axA.plot(t[keep], np.asarray(traj["eval_loss"])[keep], color="k")
+    axA.plot(tp, np.asarray(traj["loss_pred_pop"]), "--", color="tab:red", lw=1.2)
+    axA.plot(tp, np.asarray(traj["loss_pred_init"]), ":", color="tab:red", lw=1.2)
+    axA.plot(tp, np.asarray(traj["loss_pred_final"]), "-.", color="tab:blue", lw=1.0)
     for j, tj in enumerate(np.asarray(traj["tau_pred_pop"])):
         if np.isfinite(tj) and tp[0] <= tj <= tp[-1]:
             axA.axvline(tj, color=colors[j], ls="--", lw=0.6, alpha=0.6)
-    axA.set(xscale="log", xlabel="t = lr x step", ylabel="loss", ylim=(-0.3, d + 0.5), title="A  loss")
-    axA.legend(loc="lower left")
+    axA.set(xscale="log", xlabel="t = lr x step", ylabel="loss", ylim=(-0.3, d + 0.5),
+            title="A  loss (vertical: predicted step times)")
     for j in range(d):
         axB.plot(t[keep], np.clip(eig[keep, j], 1e-12, None), color=colors[j], lw=1.5)
         axB.plot(tp, np.clip(np.asarray(traj["lam_pred_pop"])[:, j], 1e-12, None), "--",
                  color=colors[j], lw=1.0)
         axB.plot(tp, np.clip(np.asarray(traj["lam_pred_init"])[:, j], 1e-12, None), ":",
                  color=colors[j], lw=0.9)
-    axB.plot([], [], "k-", label="experiment (eigenvalues of C)")
-    axB.plot([], [], "k--", label=f"theory, initial eNTK, {draws} draws")
-    axB.plot([], [], "k:", label="theory, initial eNTK, 1 draw")
     axB.set(xscale="log", yscale="log", xlabel="t = lr x step", ylabel="eigenvalue of C",
-            ylim=(1e-10, 3.0), title="B  embedding eigenvalues")
-    axB.legend(loc="lower right")
+            ylim=(1e-6, 3.0), title="B  embedding eigenvalues (colour: mode)")
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color="k", lw=1.6, label="experiment, evaluation points"),
+        Line2D([], [], color="0.75", lw=1.0, label="experiment, training batch (A)"),
+        Line2D([], [], color="k", ls="--", lw=1.1, label=f"theory: initial eNTK, {draws} crop draws"),
+        Line2D([], [], color="k", ls=":", lw=1.1, label="theory: initial eNTK, evaluation draw"),
+        Line2D([], [], color="k", ls="-.", lw=1.0, label="theory: final eNTK, evaluation draw (A)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0), fontsize=8)
     ki, kf = summary["kernel_init"], summary["kernel_final"]
     rnd = summary["random_alignment"]["analytic"]
     steps = summary["steps"]
-    axB.text(0.02, 0.98,
-             f"steps: {steps['n_distinct']} distinct ({steps['n_learned']} modes learned)\n"
-             f"a(P_exp, P_th): initial eNTK {ki['alignment_exp_th']:.2f}, final {kf['alignment_exp_th']:.2f}\n"
-             f"a(P_exp, P_NTK): initial {ki['alignment_exp_ntk']:.2f}, final {kf['alignment_exp_ntk']:.2f}\n"
-             f"random subspaces: {rnd:.2f}",
-             transform=axB.transAxes, va="top", ha="left", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    stats = (f"{steps['n_distinct']} distinct steps ({steps['n_learned']} modes learned);  "
+             f"a(P_exp, P_th): initial eNTK {ki['alignment_exp_th']:.2f}, final {kf['alignment_exp_th']:.2f};  "
+             f"a(P_exp, P_NTK): {ki['alignment_exp_ntk']:.2f}, {kf['alignment_exp_ntk']:.2f};  "
+             f"random {rnd:.2f}")
+    fig.suptitle(f"{title}\n{stats}" if title else stats, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
