@@ -24,9 +24,11 @@ set the chunk size.
     PYTHONPATH=. python bench/ntk.py [--width 32] [--n 512] [--budget-mb 128] [--chunk 8] [--symmetric]
     PYTHONPATH=. python bench/ntk.py --model resnet18 --n 64 --budget-mb 1024
 
-Measured on the 2-core development CPU (1 thread, shared; see the report of issue 4): the
-SmallResNet (P = 309k, N = 512, budget 128 MiB) takes ~20 s with row panels (~3.5x recomputation)
-against ~60 s with the symmetric two-chunk scheme (~18x); 7-8x the FLOP bound at the matmul peak.
+Measured on the 2-core development CPU (1 thread, shared; load ~3): the SmallResNet (P = 309k,
+N = 512, budget 128 MiB, peak 100 MiB) takes 24 s with row panels (Jacobians computed 5.5x N)
+against 75 s with the symmetric two-chunk scheme (19x N): 9.5x the time of the FLOP bound at the
+float32 matmul peak (91 GFLOP/s). ResNet-18 (P = 11.2M, N = 64, 1 GiB): 25 s, 37x the bound
+(per-sample gradients of 11M parameters are memory-bound: 7x a batched training step).
 
 CUDA runs when available (``--device auto``); otherwise the GPU part is skipped with a message.
 The CPU is shared on the development machine: the load average is printed beside every timing.
