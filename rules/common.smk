@@ -22,6 +22,14 @@ def pairs_crop(dataset):
     return crop if crop is not None else sslkit.data.DEFAULT_CROP[dataset]
 
 
+def mlp_settings(dataset):
+    """The config section mlp with the crop resolved for one dataset (for sslkit.mlp.MLPSettings)."""
+    section = dict(config["mlp"])
+    if section["crop"] is None:
+        section["crop"] = sslkit.data.DEFAULT_CROP[dataset]
+    return section
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -38,7 +46,12 @@ def all_targets():
         "results/figures/fig6_appendix_c.png",
         "results/figures/fig6_appendix_c.pdf",
     ]
-    # kernel theory + wide MLP (rules/mlp.smk): results/mlp/{dataset}/summary.json, Fig. 2A-B
+    # kernel theory + wide MLP (rules/mlp.smk): Fig. 2A-B
+    targets += [
+        f"results/mlp/{DATASET}/summary.json",
+        f"results/figures/fig2ab_mlp_{DATASET}.png",
+        f"results/figures/fig2ab_mlp_{DATASET}.pdf",
+    ]
     # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
