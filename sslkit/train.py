@@ -5,7 +5,8 @@ stages consume)::
 
     manifest.json   {"dataset", "method", "init", "lr", "steps", "batch_size", "image_size",
                      "checkpoints": [{"step", "t", "t_eff", "epoch", "path"}], "run_config",
-                     "history": "history.csv", "complete": true, "wall_time_s", "cpu_time_s", ...}
+                     "history": "history.csv", "complete": true, "wall_time_s", "cpu_time_s"
+                     (all sessions of the run), "session_wall_time_s", "device", ...}
                     written last, only when the run has finished.
     history.csv     one row per evaluated step: step, t, t_eff, epoch, loss, loss_eval, lr,
                     images_per_s, rank, eig_C_0..eig_C_{d-1}, eig_cov_0..eig_cov_{d-1} (descending).
@@ -463,7 +464,8 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
     # state that is checkpointed besides model/optimiser/scheduler
     start = 0
     t_eff = 0.0
-    acc = {"loss_sum": 0.0, "loss_count": 0}
+    # running loss since the last history row; wall/CPU seconds of earlier sessions (resumes)
+    acc = {"loss_sum": 0.0, "loss_count": 0, "wall_s": 0.0, "cpu_s": 0.0}
     rows: list[dict] = []
 
     existing = find_checkpoints(run_dir)
@@ -486,7 +488,8 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], aug_gen)
-        start, t_eff, acc = int(ckpt["step"]), float(ckpt["t_eff"]), dict(ckpt["log_state"])
+        start, t_eff = int(ckpt["step"]), float(ckpt["t_eff"])
+        acc.update(ckpt["log_state"])
         if history_path.exists():
             # the history written with this checkpoint ends with the row of step `start`
             rows = [r for r in read_history(history_path).to_dict("records") if r["step"] <= start]
@@ -495,6 +498,7 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
     if start == 0:
         rows = []
 
+    prior_wall, prior_cpu = float(acc["wall_s"]), float(acc["cpu_s"])
     if tracker is not None:
         tracker.log_params({"run": {k: v for k, v in rc.items() if k not in ("data",)}})
         tracker.log_params({"data": rc["data"]})
@@ -517,8 +521,11 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
                 if v is not None and math.isfinite(float(v)):
                     values.setdefault(k, []).append(float(v))
                     steps_of.setdefault(k, []).append(int(r["step"]))
-        for k in values:
-            tracker.log_series({k: values[k]}, steps_of[k])
+        groups: dict[tuple, dict[str, list[float]]] = {}
+        for k in values:  # one batched MLflow call per distinct step list (usually one or two)
+            groups.setdefault(tuple(steps_of[k]), {})[k] = values[k]
+        for steps, series in groups.items():
+            tracker.log_series(series, list(steps))
         pending.clear()
 
     def autocast():
@@ -555,7 +562,9 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
         ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "t": lr0 * step, "t_eff": t_eff,
                 "epoch": step * batch / n_train, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(aug_gen), "log_state": dict(acc), "run_config": rc}
+                "rng": _rng_state(aug_gen), "run_config": rc,
+                "log_state": {**acc, "wall_s": prior_wall + time.perf_counter() - t_wall0,
+                              "cpu_s": prior_cpu + time.process_time() - t_cpu0}}
         with atomic_path(checkpoint_path(run_dir, step)) as tmp:
             torch.save(ckpt, tmp)
         flush_tracker()
@@ -629,7 +638,12 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
                         for s, _ in find_checkpoints(run_dir) if s in ckpt_steps],
         "run_config": rc, "history": history_path.name, "complete": True,
         "device": str(device), "precision": precision, "resumed_from": start,
-        "wall_time_s": round(result.wall_time_s, 3), "cpu_time_s": round(result.cpu_time_s, 3),
+        # over all sessions of the run (a resumed run adds the earlier sessions' time up to its
+        # checkpoint); session_*: this process only
+        "wall_time_s": round(prior_wall + result.wall_time_s, 3),
+        "cpu_time_s": round(prior_cpu + result.cpu_time_s, 3),
+        "session_wall_time_s": round(result.wall_time_s, 3),
+        "session_cpu_time_s": round(result.cpu_time_s, 3),
     }
     save_json(run_dir / "manifest.json", manifest)
     result.manifest = manifest
