@@ -22,6 +22,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"  # prepare_data, linear_pairs
+include: "rules/train.smk"  # train (method x init), train_curves
 
 
 rule all:

@@ -1,10 +1,15 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
 import sslkit.data
+import sslkit.models
+import sslkit.plots
 
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
+PLOT_SOURCES = sslkit.plots.SOURCES
+SSL_METHODS = list(sslkit.models.METHODS)
+SSL_INITS = ["small", "standard"]
 
 
 def data_options(dataset):
@@ -19,6 +24,30 @@ def pairs_crop(dataset):
     return crop if crop is not None else sslkit.data.DEFAULT_CROP[dataset]
 
 
+def train_params(method, init):
+    """What one training run depends on (Snakemake reruns a job when this changes): the method's
+    block with only this init's overrides, and the train section without run lists/resources."""
+    if method not in config.get("methods", {}):
+        raise ValueError(
+            f"train.methods lists '{method}' but the config has no methods.{method} section"
+        )
+    block = config["methods"][method]
+    other = [i for i in SSL_INITS if i != init]
+    skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
+    train = {k: v for k, v in config["train"].items() if k not in skip}
+    return {"method": {k: v for k, v in block.items() if k not in other}, "train": train}
+
+
+def train_targets(dataset):
+    """Manifests of every configured SSL run, and their training-curve figures."""
+    out = []
+    for method in config["train"]["methods"]:
+        for init in config["train"]["inits"]:
+            run = f"results/train/{dataset}/{method}-{init}"
+            out += [f"{run}/manifest.json", f"{run}/curves.png"]
+    return out
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -28,7 +57,8 @@ def all_targets():
     ]
     # linear model vs theory (rules/linear.smk): results/linear/{dataset}/summary.json, Fig. 1A-B, 6
     # kernel theory + wide MLP (rules/mlp.smk): results/mlp/{dataset}/summary.json, Fig. 2A-B
-    # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
+    # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
+    targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
     # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
