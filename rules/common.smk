@@ -1,6 +1,7 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
 import sslkit.data
+import sslkit.models
 import sslkit.plots
 
 
@@ -8,6 +9,8 @@ DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.plots.SOURCES
+SSL_METHODS = list(sslkit.models.METHODS)
+SSL_INITS = ["small", "standard"]
 
 
 def data_options(dataset):
@@ -28,6 +31,30 @@ def mlp_settings(dataset):
     if section["crop"] is None:
         section["crop"] = sslkit.data.DEFAULT_CROP[dataset]
     return section
+
+
+def train_params(method, init):
+    """What one training run depends on (Snakemake reruns a job when this changes): the method's
+    block with only this init's overrides, and the train section without run lists/resources."""
+    if method not in config.get("methods", {}):
+        raise ValueError(
+            f"train.methods lists '{method}' but the config has no methods.{method} section"
+        )
+    block = config["methods"][method]
+    other = [i for i in SSL_INITS if i != init]
+    skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
+    train = {k: v for k, v in config["train"].items() if k not in skip}
+    return {"method": {k: v for k, v in block.items() if k not in other}, "train": train}
+
+
+def train_targets(dataset):
+    """Manifests of every configured SSL run, and their training-curve figures."""
+    out = []
+    for method in config["train"]["methods"]:
+        for init in config["train"]["inits"]:
+            run = f"results/train/{dataset}/{method}-{init}"
+            out += [f"{run}/manifest.json", f"{run}/curves.png"]
+    return out
 
 
 def all_targets():
@@ -52,7 +79,8 @@ def all_targets():
         f"results/figures/fig2ab_mlp_{DATASET}.png",
         f"results/figures/fig2ab_mlp_{DATASET}.pdf",
     ]
-    # SSL training (rules/train.smk): results/train/{dataset}/{method}-{init}/manifest.json
+    # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
+    targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
     # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra

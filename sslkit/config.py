@@ -45,7 +45,7 @@ def deep_update(base: dict, overlay: Mapping) -> dict:
 def key_path(error) -> str:
     """Dotted config key of a jsonschema error (the unexpected key for additionalProperties)."""
     parts = [str(p) for p in error.absolute_path]
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         import re
 
         extra = re.findall(r"'([^']+)' (?:was|were) unexpected", error.message)
@@ -84,6 +84,11 @@ def validate(config: dict, schema: dict | None = None, set_defaults: bool = True
 
         validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    # an object whose sub-schema failed also reports its keys as "unevaluated": keep the real error
+    paths = [tuple(map(str, e.absolute_path)) for e in errors]
+    errors = [e for e, p in zip(errors, paths)
+              if not (e.validator == "unevaluatedProperties"
+                      and any(len(q) > len(p) and q[:len(p)] == p for q in paths))]
     if errors:
         lines = [f"config key '{key_path(e)}': {e.message}" for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

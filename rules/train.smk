@@ -1,0 +1,49 @@
+# Stage 3: SSL training of each method at each init scale (sslkit.train), and its training curves.
+# One run = results/train/{dataset}/{method}-{init}/: ckpt/step_XXXXXXXX.pt, history.csv and,
+# written last, manifest.json (checkpoint list with t = lr x step). A failed or killed job resumes
+# from its newest checkpoint when rerun.
+
+
+rule train:
+    input:
+        data="results/data/{dataset}/manifest.json",
+    output:
+        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
+    params:
+        run=lambda wc: train_params(wc.method, wc.init),
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+        init="|".join(SSL_INITS),
+    log:
+        "logs/train/{dataset}/{method}-{init}.log",
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        gpu=1,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule train_curves:
+    input:
+        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
+        style=PLOT_SOURCES,
+    output:
+        png="results/train/{dataset}/{method}-{init}/curves.png",
+        pdf="results/train/{dataset}/{method}-{init}/curves.pdf",
+    params:
+        title=lambda wc: f"{wc.method} ({wc.init} init), {wc.dataset}",
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+        init="|".join(SSL_INITS),
+    log:
+        "logs/train_curves/{dataset}/{method}-{init}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/train_curves.py"

@@ -1,0 +1,17 @@
+"""Rule train: one SSL run (method x init) with sslkit.train; resumes from its newest checkpoint."""
+from pathlib import Path
+
+from sslkit.train import data_stats, load_training_images, resolve_run_config, train
+from sslkit.workflow import script_run
+
+wc = snakemake.wildcards
+with script_run(snakemake, log_params={}) as (tracker, config):
+    data_dir = Path(snakemake.input.data).parent
+    splits = list(config["train"]["splits"])
+    images = load_training_images(data_dir, splits)
+    stats = {**data_stats(images), "dir": str(data_dir), "splits": splits}
+    run_config = resolve_run_config(config, wc.method, wc.init, stats, wc.dataset)
+    run_config["runtime"]["progress"] = bool(config["train"]["progress"])
+    result = train(run_config, images, Path(snakemake.output.manifest).parent, tracker,
+                   resume=bool(config["train"]["resume"]))
+    tracker.log_metrics({"resumed_from_step": result.start_step})

@@ -1,0 +1,15 @@
+"""Rule train_curves: loss and embedding eigenvalues vs t of one run, from its history.csv."""
+from pathlib import Path
+
+from sslkit.io import load_json
+from sslkit.plots import save_figure, style, training_curves
+from sslkit.train import read_history
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    manifest = load_json(snakemake.input.manifest)
+    history = read_history(Path(snakemake.input.manifest).parent / manifest["history"])
+    with style():
+        fig = training_curves(history, manifest["method"], title=snakemake.params.title)
+    save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png])
