@@ -13,6 +13,19 @@ SSL_METHODS = list(sslkit.models.METHODS)
 SSL_INITS = ["small", "standard"]
 
 
+def gpu_per_job():
+    """GPU rules request resources gpu=GPU_PER_JOB: 1 when their jobs will run on a GPU (train.device
+    cuda*, or auto with CUDA visible here), 0 when they run on the CPU, so that a CPU-only machine runs
+    them in parallel under --cores. profiles/slurm sets gpu per rule explicitly for cluster nodes."""
+    import torch
+
+    device = config["train"]["device"]
+    return int(device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()))
+
+
+GPU_PER_JOB = gpu_per_job()
+
+
 def data_options(dataset):
     """Keyword options of sslkit.data.load_dataset for one dataset."""
     if dataset == "imagefolder":

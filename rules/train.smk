@@ -19,7 +19,7 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["mem_mb"],
-        gpu=1,
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/sslkit.yaml"
     script:
