@@ -20,6 +20,7 @@ rule analyze:
         checkpoint_every=config["analysis"]["checkpoint_every"],
         batch_size=config["analysis"]["batch_size"],
         thresholds=config["analysis"]["thresholds"],
+        bn_stats=config["analysis"]["bn_stats"],
         device=config["train"]["device"],
     wildcard_constraints:
         method="|".join(SSL_METHODS),
@@ -67,6 +68,7 @@ rule probe:
         probe=config["analysis"]["probe"],
         checkpoint_every=config["analysis"]["checkpoint_every"],
         batch_size=config["analysis"]["batch_size"],
+        bn_stats=config["analysis"]["bn_stats"],
         device=config["train"]["device"],
     wildcard_constraints:
         method="|".join(SSL_METHODS),

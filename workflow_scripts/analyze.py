@@ -20,7 +20,8 @@ with script_run(snakemake) as (tracker, config):
     t0 = time.perf_counter()
     records = analysis.spectra_over_checkpoints(
         checkpoints, images, n_pairs=p.pairs["n"], seed=p.pairs["seed"], device=device,
-        batch_size=p.batch_size, absolute=p.thresholds["absolute"], relative=p.thresholds["relative"])
+        batch_size=p.batch_size, absolute=p.thresholds["absolute"], relative=p.thresholds["relative"],
+        bn_stats=p.bn_stats)
     seconds = time.perf_counter() - t0
     spectrum.write_table(spectrum.spectra_table(records), snakemake.output.spectra)
     spectrum.write_table(spectrum.summary_table(records), snakemake.output.summary)

@@ -20,7 +20,7 @@ with script_run(snakemake) as (tracker, config):
     table = analysis.probe_over_checkpoints(
         checkpoints, load_split(data_dir, "train"), load_split(data_dir, "test"),
         transform=lambda batch: eval_transform(batch, run_config), device=str(select_device(p.device)),
-        batch_size=p.batch_size, **p.probe)
+        batch_size=p.batch_size, bn_stats=p.bn_stats, **p.probe)
     spectrum.write_table(table, snakemake.output.probe)
     tracker.log_series({"linear_acc": table["linear_acc"].tolist(), "knn_acc": table["knn_acc"].tolist()},
                        table["step"].tolist())
