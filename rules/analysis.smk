@@ -93,7 +93,7 @@ rule analysis_table:
         table=report(
             "results/tables/analysis_{dataset}.csv",
             caption="../report/analysis_table.rst",
-            category="SSL analysis",
+            category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)",
         ),
     params:
         runs=configured_runs(),
@@ -115,7 +115,7 @@ rule fig1cd:
         steps=figure_inputs("fig1cd", "steps"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig1cd_{dataset}.png", caption="../report/fig1cd.rst", category="SSL analysis"),
+        png=report("results/figures/fig1cd_{dataset}.png", caption="../report/fig1cd.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig1cd_{dataset}.pdf",
     params:
         runs=figure_runs("fig1cd"),
@@ -139,7 +139,7 @@ rule fig2cf:
         steps=figure_inputs("fig2cf", "steps"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig2cf_{dataset}.png", caption="../report/fig2cf.rst", category="SSL analysis"),
+        png=report("results/figures/fig2cf_{dataset}.png", caption="../report/fig2cf.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig2cf_{dataset}.pdf",
     params:
         runs=figure_runs("fig2cf"),
@@ -162,7 +162,7 @@ rule fig3:
         steps=figure_inputs("fig3", "steps"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig3_{dataset}.png", caption="../report/fig3.rst", category="SSL analysis"),
+        png=report("results/figures/fig3_{dataset}.png", caption="../report/fig3.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig3_{dataset}.pdf",
     params:
         runs=figure_runs("fig3"),
@@ -185,7 +185,7 @@ rule fig4:
         steps=figure_inputs("fig4", "steps"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig4_{dataset}.png", caption="../report/fig4.rst", category="SSL analysis"),
+        png=report("results/figures/fig4_{dataset}.png", caption="../report/fig4.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig4_{dataset}.pdf",
     params:
         runs=figure_runs("fig4"),
@@ -208,7 +208,7 @@ rule fig5:
         steps=figure_inputs("fig5", "steps"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig5_{dataset}.png", caption="../report/fig5.rst", category="SSL analysis"),
+        png=report("results/figures/fig5_{dataset}.png", caption="../report/fig5.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig5_{dataset}.pdf",
     params:
         runs=figure_runs("fig5"),
@@ -230,7 +230,7 @@ rule fig7:
         probe=figure_inputs("fig7", "probe"),
         style=PLOT_SOURCES,
     output:
-        png=report("results/figures/fig7_{dataset}.png", caption="../report/fig7.rst", category="SSL analysis"),
+        png=report("results/figures/fig7_{dataset}.png", caption="../report/fig7.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
         pdf="results/figures/fig7_{dataset}.pdf",
     params:
         runs=figure_runs("fig7"),
