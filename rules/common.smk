@@ -11,6 +11,8 @@ DATASETS = list(sslkit.data.DATASETS)
 PLOT_SOURCES = sslkit.plots.SOURCES
 SSL_METHODS = list(sslkit.models.METHODS)
 SSL_INITS = ["small", "standard"]
+METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
+                 "directpred": "DirectPred", "directcopy": "DirectCopy"}
 
 
 def gpu_per_job():
@@ -70,6 +72,70 @@ def train_targets(dataset):
     return out
 
 
+# Runs each analysis figure shows: (methods, inits); None = every configured one. A figure whose
+# selection is empty under the config (e.g. no SimCLR/VICReg run for Fig. 2C-F) is not requested.
+FIGURE_RUNS = {
+    "fig1cd": (["barlow_twins"], ["small"]),
+    "fig2cf": (["simclr", "vicreg"], ["small"]),
+    "fig3": (None, ["standard"]),
+    "fig4": (None, ["standard"]),
+    "fig5": (None, ["small"]),
+    "fig7": (None, None),
+}
+
+
+def figure_runs(name):
+    """'method-init' labels of the configured runs that figure ``name`` shows, in config order."""
+    methods, inits = FIGURE_RUNS[name]
+    return [f"{m}-{i}" for m in config["train"]["methods"] if methods is None or m in methods
+            for i in config["train"]["inits"] if inits is None or i in inits]
+
+
+def configured_runs():
+    """'method-init' labels of every configured SSL run (train.methods x train.inits)."""
+    return [f"{m}-{i}" for m in config["train"]["methods"] for i in config["train"]["inits"]]
+
+
+def run_patterns(runs, kind):
+    """Per run label its manifest (for history.csv), spectra table, steps json or probe table, as
+    patterns with {dataset} left as a wildcard."""
+    pattern = {
+        "manifest": "results/train/{{dataset}}/{run}/manifest.json",
+        "spectra": "results/spectra/{{dataset}}/{run}.parquet",
+        "steps": "results/steps/{{dataset}}/{run}.json",
+        "probe": "results/probe/{{dataset}}/{run}.csv",
+    }[kind]
+    return [pattern.format(run=run) for run in runs]
+
+
+def figure_inputs(name, kind):
+    """Input patterns of figure ``name`` (see run_patterns)."""
+    return run_patterns(figure_runs(name), kind)
+
+
+def method_labels(runs):
+    """Display names of the methods of run labels ('barlow_twins-small' -> 'Barlow Twins')."""
+    return [METHOD_LABELS.get(run.split("-")[0], run) for run in runs]
+
+
+def analysis_targets(dataset):
+    """Spectra, steps and probe tables of every configured run, the summary table, and the
+    analysis figures whose runs are configured."""
+    out = []
+    for run in configured_runs():
+        out += [
+            f"results/spectra/{dataset}/{run}.parquet",
+            f"results/spectra/{dataset}/{run}.summary.csv",
+            f"results/steps/{dataset}/{run}.json",
+            f"results/probe/{dataset}/{run}.csv",
+        ]
+    out.append(f"results/tables/analysis_{dataset}.csv")
+    for name in FIGURE_RUNS:
+        if figure_runs(name):
+            out += [f"results/figures/{name}_{dataset}.png", f"results/figures/{name}_{dataset}.pdf"]
+    return out
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -95,6 +161,7 @@ def all_targets():
     # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
     targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
+    targets += analysis_targets(DATASET)
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
     # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
     return targets
