@@ -25,6 +25,7 @@ include: "rules/data.smk"  # prepare_data, linear_pairs
 include: "rules/linear.smk"  # linear_sim, appendix_c, fig1ab_linear, fig6_appendix_c
 include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide MLP, Fig. 2A-B)
 include: "rules/train.smk"  # train (method x init), train_curves
+include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings vs eNTK theory, Tables 1-2)
 
 
 rule all:

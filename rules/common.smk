@@ -10,7 +10,8 @@ DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.plots.SOURCES
 SSL_METHODS = list(sslkit.models.METHODS)
-SSL_INITS = ["small", "standard"]
+# init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
+SSL_INITS = ["small", "standard", "ntk"]
 
 
 def gpu_per_job():
@@ -70,6 +71,41 @@ def train_targets(dataset):
     return out
 
 
+def ntk_methods():
+    """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
+    init = config["ntk"]["init"]
+    for method in config["ntk"]["methods"]:
+        if init not in config.get("methods", {}).get(method, {}):
+            raise ValueError(
+                f"ntk.init is '{init}' but the config has no methods.{method}.{init} block: add it "
+                f"(at least init_scale; see config/paper.yaml) or set ntk.init to small or standard"
+            )
+    return list(config["ntk"]["methods"])
+
+
+def ntk_run_manifest(dataset, method):
+    """Manifest of the training run whose final checkpoint the eNTK comparison uses for a method."""
+    return f"results/train/{dataset}/{method}-{config['ntk']['init']}/manifest.json"
+
+
+def ntk_pairs_method():
+    """The method whose run's augmentations draw the shared evaluation pairs."""
+    return config["ntk"]["pairs"]["augment_from"] or ntk_methods()[0]
+
+
+def ntk_params():
+    """What one ntk_alignment job depends on besides its inputs (engine plan, baseline draws)."""
+    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed")
+    return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
+
+
+def ntk_targets(dataset):
+    """Per-method eNTK alignment files and Tables 1-2 (CSV, Markdown, LaTeX) of one dataset."""
+    out = [f"results/ntk/{dataset}/{m}.{ext}" for m in ntk_methods() for ext in ("npz", "json")]
+    out += [f"results/tables/{dataset}/table{i}.{ext}" for i in (1, 2) for ext in ("csv", "md", "tex")]
+    return out
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -95,6 +131,7 @@ def all_targets():
     # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
     targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
-    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
+    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
+    targets += ntk_targets(DATASET)
     # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
     return targets
