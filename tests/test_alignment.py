@@ -183,3 +183,20 @@ def test_markdown_and_latex_print_ours_beside_the_paper():
         assert f"{r['alignment']:.3f}" in md2
     tex2 = tb.table2_latex(rows2, 0.004, "digits")
     assert tex2.count(r"\\") == len(rows2) + 2 and r"\begin{tabular}{llrr}" in tex2
+
+
+def test_paper_config_reproduces_appendix_e(repo):
+    from sslkit.config import load_config
+    from sslkit.train import resolve_run_config
+
+    cfg = load_config(repo / "config/paper.yaml")
+    assert cfg["dataset"] == "stl10" and cfg["train"]["encoder"]["arch"] == "resnet50"
+    assert cfg["ntk"]["init"] == "ntk" and cfg["ntk"]["pairs"]["n"] == 1000
+    stats = {"n_train": 105000, "height": 96, "width": 96, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    alphas = {"barlow_twins": 0.542, "simclr": 0.284, "vicreg": 0.604}
+    assert cfg["ntk"]["methods"] == list(alphas)
+    for m, alpha in alphas.items():
+        rc = resolve_run_config(cfg, m, "ntk", stats, "stl10")
+        assert rc["init_scale"] == alpha and rc["method_config"]["projector"]["dim"] == 50
+    # the CPU default reuses the small-init runs
+    assert load_config(repo / "config/config.yaml")["ntk"]["init"] == "small"
