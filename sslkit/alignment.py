@@ -35,6 +35,7 @@ __all__ = [
     "theory_alignment",
     "network_alignment",
     "pairwise_alignments",
+    "feature_baselines",
 ]
 
 #: arrays stored per method in results/ntk/{dataset}/{method}.npz
@@ -189,3 +190,29 @@ def pairwise_alignments(subspaces: Mapping[str, np.ndarray]) -> list[dict[str, A
                          f"{ {k: subspaces[k].shape for k in names} }")
     return [{"method_a": a, "method_b": b, "alignment": kn.alignment(subspaces[a], subspaces[b])}
             for a, b in itertools.combinations(names, 2)]
+
+
+def feature_baselines(P_exp: np.ndarray, H: np.ndarray, rtol: float = 1e-10) -> dict[str, Any]:
+    """Baselines that know the network's penultimate features H (h x 2n, e.g. ``model.hidden``).
+
+    The d/(2n) baseline treats every direction of R^{2n} as possible; a network whose embeddings
+    are computed from h features lives near the span S of H's rows (rank r <= h), so subspaces
+    there align far above d/(2n) by construction. Returns:
+
+    * ``a_exp_hidden_pcs``: a(P_exp, top-d right singular vectors of H) -- what the top principal
+      directions of the features (uncentred) alone predict;
+    * ``random_feature_span``: E a(P_exp, Q) for Q uniformly random in S, = ||P_exp Pi_S||_F^2 / r
+      (E[Q^T Q] = (d/r) Pi_S);
+    * ``feature_rank`` r and ``exp_in_feature_span`` = ||P_exp Pi_S||_F^2 / d (1: f_exp is inside S).
+    """
+    P_exp = np.asarray(P_exp, dtype=np.float64)
+    H = np.asarray(H, dtype=np.float64)
+    if H.ndim != 2 or H.shape[1] != P_exp.shape[1]:
+        raise ValueError(f"features must be h x 2n = h x {P_exp.shape[1]}, got {H.shape}")
+    d = P_exp.shape[0]
+    _, sv, Vt = np.linalg.svd(H, full_matrices=False)
+    r = int((sv > rtol * sv[0]).sum())
+    S = Vt[:r]
+    inside = float(np.sum((P_exp @ S.T) ** 2))
+    return {"a_exp_hidden_pcs": kn.alignment(P_exp, Vt[:d]) if r >= d else None,
+            "random_feature_span": inside / r, "feature_rank": r, "exp_in_feature_span": inside / d}

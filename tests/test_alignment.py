@@ -200,3 +200,22 @@ def test_paper_config_reproduces_appendix_e(repo):
         assert rc["init_scale"] == alpha and rc["method_config"]["projector"]["dim"] == 50
     # the CPU default reuses the small-init runs
     assert load_config(repo / "config/config.yaml")["ntk"]["init"] == "small"
+
+
+def test_feature_span_baseline_matches_monte_carlo():
+    from sslkit.alignment import feature_baselines
+
+    rng = np.random.default_rng(2)
+    N, h, d = 120, 10, 3
+    H = rng.standard_normal((h, 4)) @ rng.standard_normal((4, N))  # features of rank 4
+    P = kn.random_subspace(d, N, rng)
+    b = feature_baselines(P, H)
+    assert b["feature_rank"] == 4
+    S = np.linalg.svd(H, full_matrices=False)[2][:4]
+    mc = np.mean([kn.alignment(P, kn.random_subspace(d, 4, rng) @ S) for _ in range(4000)])
+    assert b["random_feature_span"] == pytest.approx(mc, rel=0.05)
+    # an embedding inside the feature span: fully inside, and the baseline is d / r
+    Pin = kn.random_subspace(d, 4, rng) @ S
+    b_in = feature_baselines(Pin, H)
+    assert b_in["exp_in_feature_span"] == pytest.approx(1.0) and b_in["random_feature_span"] == pytest.approx(d / 4)
+    assert b_in["a_exp_hidden_pcs"] == pytest.approx(kn.alignment(Pin, np.linalg.svd(H, full_matrices=False)[2][:d]))

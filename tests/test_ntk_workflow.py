@@ -81,6 +81,7 @@ def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
         assert s["a_exp_ntk"] == pytest.approx(kn.alignment(z["P_exp"], z["P_NTK"]), abs=1e-10)
         assert (s["n"], s["d"], s["init"], s["checkpoint_step"]) == (40, 4, "small", 10)
         assert s["ntk_time_s"] > 0 and s["ntk_peak_bytes"] is not None
+        assert s["feature_rank"] <= 32 and 0 < s["random_feature_span"] <= 1  # h = 512 x 0.0625 features
         assert row == {"method": m, **{k: s[k] for k in tb.TABLE1_COLUMNS[1:]}}
         assert row["random_analytic"] == 4 / 80
         P[m] = z["P_exp"]

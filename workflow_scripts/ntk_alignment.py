@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslkit.alignment import ARRAY_KEYS, network_alignment, stacked_points
+from sslkit.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
 from sslkit.io import load_json, save_json, save_npz
 from sslkit.ntk import plan_chunks
 from sslkit.train import load_checkpoint, select_device
@@ -39,6 +39,9 @@ with script_run(snakemake) as (tracker, config):
                                         device=str(device), batch_size=int(s["batch_size"]),
                                         random_trials=int(s["random_trials"]), seed=int(s["seed"]))
     stats = summary["ntk"]
+    # context for the d/2n baseline: the embeddings are computed from h penultimate features
+    hidden = network_embeddings(model.encoder, points, batch_size=int(s["batch_size"]), device=str(device))
+    summary.update(feature_baselines(arrays["P_exp"], hidden))
     summary.update({
         "method": rc["method"],
         "run": str(run_dir),
