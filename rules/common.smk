@@ -1,5 +1,6 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
+import sslkit.alignment
 import sslkit.data
 import sslkit.models
 import sslkit.plots
@@ -73,14 +74,7 @@ def train_targets(dataset):
 
 def ntk_methods():
     """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
-    init = config["ntk"]["init"]
-    for method in config["ntk"]["methods"]:
-        if init not in config.get("methods", {}).get(method, {}):
-            raise ValueError(
-                f"ntk.init is '{init}' but the config has no methods.{method}.{init} block: add it "
-                f"(at least init_scale; see config/paper.yaml) or set ntk.init to small or standard"
-            )
-    return list(config["ntk"]["methods"])
+    return sslkit.alignment.ntk_methods(config)
 
 
 def ntk_run_manifest(dataset, method):

@@ -219,3 +219,14 @@ def test_feature_span_baseline_matches_monte_carlo():
     b_in = feature_baselines(Pin, H)
     assert b_in["exp_in_feature_span"] == pytest.approx(1.0) and b_in["random_feature_span"] == pytest.approx(d / 4)
     assert b_in["a_exp_hidden_pcs"] == pytest.approx(kn.alignment(Pin, np.linalg.svd(H, full_matrices=False)[2][:d]))
+
+
+def test_missing_init_block_is_named(repo):
+    from sslkit.alignment import ntk_methods
+    from sslkit.config import ConfigError, load_config
+
+    cfg = load_config(repo / "config/config.yaml")
+    assert ntk_methods(cfg) == ["barlow_twins", "simclr", "vicreg"]
+    cfg["ntk"]["init"] = "ntk"
+    with pytest.raises(ConfigError, match=r"methods\.barlow_twins\.ntk"):
+        ntk_methods(cfg)

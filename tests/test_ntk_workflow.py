@@ -94,8 +94,3 @@ def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
     assert r"\toprule" in (workdir / "results/tables/digits/table2.tex").read_text()
     assert (workdir / "logs/ntk_alignment/digits/vicreg.log").exists()
 
-
-def test_missing_init_block_is_named_at_parse_time(repo, workdir):
-    r = smk(repo, workdir, "-n", "--config", "ntk={'init': 'ntk'}", "--", "results/tables/digits/table1.csv")
-    assert r.returncode != 0
-    assert "methods.barlow_twins.ntk" in r.stdout + r.stderr
