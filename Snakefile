@@ -28,6 +28,7 @@ include: "rules/linear.smk"  # linear_sim, appendix_c, fig1ab_linear, fig6_appen
 include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide MLP, Fig. 2A-B)
 include: "rules/train.smk"  # train (method x init), train_curves
 include: "rules/analysis.smk"  # analyze, steps, probe per run; analysis_table; fig1cd, fig2cf, fig3, fig4, fig5, fig7
+include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings vs eNTK theory, Tables 1-2)
 
 
 rule all:

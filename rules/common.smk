@@ -1,5 +1,6 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
+import sslkit.alignment
 import sslkit.data
 import sslkit.models
 import sslkit.plots
@@ -10,7 +11,8 @@ DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.plots.SOURCES
 SSL_METHODS = list(sslkit.models.METHODS)
-SSL_INITS = ["small", "standard"]
+# init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
+SSL_INITS = ["small", "standard", "ntk"]
 METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
                  "directpred": "DirectPred", "directcopy": "DirectCopy"}
 
@@ -136,6 +138,34 @@ def analysis_targets(dataset):
     return out
 
 
+def ntk_methods():
+    """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
+    return sslkit.alignment.ntk_methods(config)
+
+
+def ntk_run_manifest(dataset, method):
+    """Manifest of the training run whose final checkpoint the eNTK comparison uses for a method."""
+    return f"results/train/{dataset}/{method}-{config['ntk']['init']}/manifest.json"
+
+
+def ntk_pairs_method():
+    """The method whose run's augmentations draw the shared evaluation pairs."""
+    return config["ntk"]["pairs"]["augment_from"] or ntk_methods()[0]
+
+
+def ntk_params():
+    """What one ntk_alignment job depends on besides its inputs (engine plan, baseline draws)."""
+    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed")
+    return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
+
+
+def ntk_targets(dataset):
+    """Per-method eNTK alignment files and Tables 1-2 (CSV, Markdown, LaTeX) of one dataset."""
+    out = [f"results/ntk/{dataset}/{m}.{ext}" for m in ntk_methods() for ext in ("npz", "json")]
+    out += [f"results/tables/{dataset}/table{i}.{ext}" for i in (1, 2) for ext in ("csv", "md", "tex")]
+    return out
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -162,6 +192,7 @@ def all_targets():
     targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     targets += analysis_targets(DATASET)
-    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
+    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
+    targets += ntk_targets(DATASET)
     # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
     return targets
