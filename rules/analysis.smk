@@ -91,7 +91,7 @@ rule analysis_table:
         probe=run_patterns(configured_runs(), "probe"),
     output:
         table=report(
-            "results/tables/analysis_{dataset}.csv",
+            "results/tables/{dataset}/analysis.csv",
             caption="../report/analysis_table.rst",
             category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)",
         ),

@@ -131,7 +131,7 @@ def analysis_targets(dataset):
             f"results/steps/{dataset}/{run}.json",
             f"results/probe/{dataset}/{run}.csv",
         ]
-    out.append(f"results/tables/analysis_{dataset}.csv")
+    out.append(f"results/tables/{dataset}/analysis.csv")
     for name in FIGURE_RUNS:
         if figure_runs(name):
             out += [f"results/figures/{name}_{dataset}.png", f"results/figures/{name}_{dataset}.pdf"]

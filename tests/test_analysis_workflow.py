@@ -73,7 +73,7 @@ def analysed(repo, tmp_path_factory):
         else:
             shutil.copy2(src, work / name)
     (work / "smoke.yaml").write_text(SMOKE)
-    tables = ["results/tables/analysis_digits.csv"] + [f"results/spectra/digits/{run}.summary.csv" for run in RUNS]
+    tables = ["results/tables/digits/analysis.csv"] + [f"results/spectra/digits/{run}.summary.csv" for run in RUNS]
     r = smk(work, "--", *tables)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     figures = [f"results/figures/{name}_digits.png" for name in FIGURES]
@@ -103,7 +103,7 @@ def test_outputs_follow_the_contract(analysed):
     from sslkit.io import load_json
     from sslkit.spectrum import read_table
 
-    table = pd.read_csv(analysed / "results/tables/analysis_digits.csv")
+    table = pd.read_csv(analysed / "results/tables/digits/analysis.csv")
     assert list(table["run"]) == RUNS
     for run in RUNS:
         man = load_json(analysed / f"results/train/digits/{run}/manifest.json")
