@@ -25,6 +25,7 @@ include: "rules/data.smk"  # prepare_data, linear_pairs
 include: "rules/linear.smk"  # linear_sim, appendix_c, fig1ab_linear, fig6_appendix_c
 include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide MLP, Fig. 2A-B)
 include: "rules/train.smk"  # train (method x init), train_curves
+include: "rules/speedups.smk"  # Appendix G speed-ups: speedups_run, speedups_lr, speedups_table, speedups_figure
 
 
 rule all:

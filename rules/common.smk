@@ -3,6 +3,7 @@
 import sslkit.data
 import sslkit.models
 import sslkit.plots
+import sslkit.speedups
 
 
 DATASET = config["dataset"]
@@ -53,7 +54,9 @@ def train_params(method, init):
         raise ValueError(
             f"train.methods lists '{method}' but the config has no methods.{method} section"
         )
-    block = config["methods"][method]
+    block = dict(config["methods"][method])
+    if not sslkit.speedups.is_active(block.get("speedups")):
+        block.pop("speedups", None)  # all off: the runs do not depend on it
     other = [i for i in SSL_INITS if i != init]
     skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
     train = {k: v for k, v in config["train"].items() if k not in skip}
@@ -68,6 +71,38 @@ def train_targets(dataset):
             run = f"results/train/{dataset}/{method}-{init}"
             out += [f"{run}/manifest.json", f"{run}/curves.png"]
     return out
+
+
+def speedups_run_params(method, init, variant):
+    """What one speed-up run depends on: its method block (this init only), the variant's
+    overrides, the experiment's steps/eval settings and the train section (as train_params)."""
+    sc = config["speedups"]
+    if variant not in sc["variants"]:
+        raise ValueError(f"speedups: variant '{variant}' is not in speedups.variants ({sorted(sc['variants'])})")
+    base = train_params(method, init)
+    keep = ("steps", "eval_every", "checkpoint_log_points")
+    return {**base, "variant": sc["variants"][variant], "speedups": {k: sc[k] for k in keep}}
+
+
+def speedups_runs(dataset, filename):
+    """The file `filename` of every speed-up run: method x its variants x inits x seeds."""
+    sc = config["speedups"]
+    out = []
+    for method, variants in sc["methods"].items():
+        for variant in variants:
+            if variant not in sc["variants"]:
+                raise ValueError(f"speedups.methods.{method} lists '{variant}', not in speedups.variants")
+            for init in sc["inits"]:
+                for seed in sc["seeds"]:
+                    out.append(f"results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/{filename}")
+    return out
+
+
+def speedups_lr_runs(dataset):
+    """status.json of every run of the learning-rate sweep (speedups.lr_sweep)."""
+    sw = config["speedups"]["lr_sweep"]
+    return [f"results/speedups/{dataset}/lr/{sw['method']}-{sw['init']}-{v}-x{f:g}/status.json"
+            for v in sw["variants"] for f in sw["factors"]]
 
 
 def all_targets():
@@ -96,5 +131,10 @@ def all_targets():
     targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
-    # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
+    # beyond the paper (rules/speedups.smk): Appendix G speed-ups, table + figure
+    targets += [
+        "results/tables/speedups.csv",
+        f"results/figures/speedups_{DATASET}.png",
+        f"results/figures/speedups_{DATASET}.pdf",
+    ]
     return targets
