@@ -105,6 +105,12 @@ def speedups_lr_runs(dataset):
             for v in sw["variants"] for f in sw["factors"]]
 
 
+def noncontrastive_files(dataset, pattern):
+    """`pattern` ({dataset}, {run}) for each non-contrastive run (noncontrastive.methods at its init)."""
+    nc = config["noncontrastive"]
+    return [pattern.format(dataset=dataset, run=f"{m}-{nc['init']}") for m in nc["methods"]]
+
+
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
     targets = [
@@ -137,4 +143,11 @@ def all_targets():
         f"results/figures/speedups_{DATASET}.png",
         f"results/figures/speedups_{DATASET}.pdf",
     ]
+    # beyond the paper (rules/noncontrastive.smk): BYOL/DirectPred/DirectCopy steps and predictors
+    if config["noncontrastive"]["in_all"]:
+        targets += [
+            f"results/noncontrastive/{DATASET}/summary.json",
+            f"results/figures/noncontrastive_{DATASET}.png",
+            f"results/figures/noncontrastive_{DATASET}.pdf",
+        ]
     return targets

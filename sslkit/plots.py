@@ -27,7 +27,7 @@ SOURCES = [str(Path(__file__)), str(STYLE)]
 
 __all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig1ab_linear", "fig6_appendix_c",
            "fig2ab_mlp",
-           "eigen_columns", "training_curves", "speedups_figure"]
+           "eigen_columns", "training_curves", "speedups_figure", "noncontrastive_figure"]
 
 
 @contextlib.contextmanager
@@ -592,6 +592,63 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
     ax.legend(fontsize="x-small")
     for ax in axes[n:]:
         ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: non-contrastive methods (rules/noncontrastive.smk)
+# ---------------------------------------------------------------------------------------------
+
+def noncontrastive_figure(spectra: dict, records: dict, summary: dict, space: str = "embedding_cov",
+                          title: str = ""):
+    """Per method (columns): embedding eigenvalues over t with the detected steps (top), and the
+    predictor's p_j^2 against the correlation eigenvalues s_j at several checkpoints (bottom).
+
+    ``spectra``: method -> tidy spectra table (step, t, space, index, eigenvalue); ``records``:
+    method -> list of ``sslkit.noncontrastive.checkpoint_record`` dicts with step, t;
+    ``summary``: the rule's summary.json (methods -> n_steps, sequential, step_times, final).
+    """
+    from .spectrum import trajectories
+
+    methods = list(records)
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6.2), squeeze=False)
+    for c, m in enumerate(methods):
+        info = summary["methods"][m]
+        ax = axes[0, c]
+        _, t, eigs = trajectories(spectra[m], space)
+        _plot_modes(ax, t, eigs, t_scale="linear")
+        _vlines(ax, info.get("step_times") or [])
+        ax.set_yscale("log")
+        ax.set_xlabel("t = lr x step")
+        ax.set_ylabel(f"eigenvalues ({space.replace('embedding_', '')})")
+        seq = info.get("sequential")
+        ax.set_title(f"{m}: {info.get('n_steps') or 0} steps"
+                     + ("" if seq is None else (", sequential" if seq else ", not sequential")), fontsize="medium")
+        ax = axes[1, c]
+        recs = records[m]
+        pick = sorted({int(round(i)) for i in np.linspace(len(recs) // 3, len(recs) - 1, 4)})
+        cols = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, len(pick)))
+        for col, i in zip(cols, pick):
+            r = recs[i]
+            s = np.asarray(r["s"], float)
+            p2 = np.asarray(r["p"], float) ** 2
+            ok = (s > 0) & (p2 > 0)
+            ax.loglog(s[ok], p2[ok], "o", color=col, ms=4, label=f"t = {r['t']:.3g}")
+        fin = info["final"]
+        s = np.asarray(info["final_s"], float)
+        s = s[s > 0]
+        if s.size and fin.get("invariance_intercept") is not None:
+            xs = np.geomspace(s.min(), s.max(), 10)
+            ax.loglog(xs, xs / 10 ** fin["invariance_intercept"], "k:", lw=1, label="p^2 ~ s")
+        slope = fin.get("invariance_slope")
+        ax.set_title(f"slope {slope:.2f}, align {fin['alignment']:.2f}, R2 {fin['linear_r2']:.2f}"
+                     if slope is not None else f"align {fin['alignment']:.2f}", fontsize="small")
+        ax.set_xlabel("s_j (eigenvalues of F = E[f f^T])")
+        ax.set_ylabel("p_j^2 (predictor along u_j)")
+        ax.legend(fontsize="xx-small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
