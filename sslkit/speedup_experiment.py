@@ -19,7 +19,9 @@ evaluation batch, every ``eval_every`` steps):
 Speed-up factor of a variant (``speedup_table``): for each seed and k, time_to_rank_k(baseline) /
 time_to_rank_k(variant) (same seed: same initial weights, batches and augmentations); summarised
 by the median and the min-max over seeds. A variant that never reaches rank k while the baseline
-does gets factor 0 (slower than the run allows to measure); if neither does, NaN.
+does gets factor 0 (slower than the run allows to measure); if neither does, NaN. A run that
+diverged (non-finite loss at the method's lr; ``diverged`` column, NaN measures) gives no factor
+and is counted in the ``diverged`` column of the summary.
 
 Largest stable learning rate (G.3's claim; ``stability``): a short run at lr = factor x the
 method's lr per factor; stable = no non-finite loss and the largest eigenvalue of the embedding
@@ -53,7 +55,8 @@ __all__ = [
     "rank_curve",
 ]
 
-TABLE_COLUMNS = ["method", "init", "variant", "seed", "k", "time_to_rank_k", "final_rank", "probe_accuracy"]
+TABLE_COLUMNS = ["method", "init", "variant", "seed", "k", "time_to_rank_k", "final_rank", "probe_accuracy",
+                 "diverged"]
 
 
 def run_name(method: str, init: str, variant: str, seed: int) -> str:
@@ -143,6 +146,11 @@ def _factor(base: float, var: float) -> float:
     return base / var
 
 
+def _nanmedian(x) -> float:
+    x = np.asarray(x, float)
+    return float(np.nanmedian(x)) if np.isfinite(x).any() else math.nan
+
+
 def speedup_table(table, baseline: str = "baseline"):
     """Speed-up factors per (method, init, variant, k): median, min, max over seeds, n_seeds, and the
     medians of final_rank and probe_accuracy. ``table``: DataFrame with ``TABLE_COLUMNS``."""
@@ -154,20 +162,22 @@ def speedup_table(table, baseline: str = "baseline"):
         for variant, vg in grp.groupby("variant", sort=False):
             for k, kg in vg.groupby("k"):
                 facs = []
-                for _, r in kg.iterrows():
+                div = kg["diverged"].astype(bool) if "diverged" in kg else pd.Series(False, index=kg.index)
+                for _, r in kg[~div].iterrows():
                     key = (r["seed"], k)
-                    if key in base.index:
+                    if key in base.index and not bool(base.loc[key].get("diverged", False)):
                         facs.append(_factor(float(base.loc[key, "time_to_rank_k"]), float(r["time_to_rank_k"])))
                 f = np.array(facs, float)
                 ok = f[~np.isnan(f)]
-                rows.append({"method": method, "init": init, "variant": variant, "k": int(k), "n_seeds": len(f),
+                rows.append({"method": method, "init": init, "variant": variant, "k": int(k), "n_seeds": len(kg),
+                             "diverged": int(div.sum()),
                              "speedup_median": float(np.median(ok)) if ok.size else math.nan,
                              "speedup_min": float(ok.min()) if ok.size else math.nan,
                              "speedup_max": float(ok.max()) if ok.size else math.nan,
                              "time_median": float(np.nanmedian(kg["time_to_rank_k"])) if kg["time_to_rank_k"].notna().any() else math.nan,
                              "reached": int(kg["time_to_rank_k"].notna().sum()),
-                             "final_rank_median": float(np.median(kg["final_rank"])),
-                             "probe_accuracy_median": float(np.median(kg["probe_accuracy"]))})
+                             "final_rank_median": _nanmedian(kg["final_rank"]),
+                             "probe_accuracy_median": _nanmedian(kg["probe_accuracy"])})
     return pd.DataFrame(rows)
 
 
