@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup clean-results
+.PHONY: run test setup dag report clean-results
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
@@ -17,6 +17,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
+
+# The README's DAG picture (Graphviz's dot when installed, else sslkit.dag's matplotlib drawing).
+dag: $(STAMP)
+	$(BIN)/snakemake --rulegraph 2>/dev/null > docs/rulegraph.dot
+	if command -v dot >/dev/null; then dot -Tsvg docs/rulegraph.dot > docs/dag.svg; \
+	else $(BIN)/python -m sslkit.dag docs/dag.svg < docs/rulegraph.dot; fi
+
+# Self-contained HTML report of a finished run: every figure and table with its caption.
+report: $(STAMP)
+	$(BIN)/snakemake --report results/report.html
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -13,12 +13,14 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-
 
 
 include: "rules/data.smk"  # prepare_data, linear_pairs

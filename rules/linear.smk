@@ -53,8 +53,15 @@ rule fig1ab_linear:
         summary="results/linear/{dataset}/summary.json",
         style=PLOT_SOURCES,
     output:
-        png="results/figures/fig1ab_linear_{dataset}.png",
+        png=report(
+            "results/figures/fig1ab_linear_{dataset}.png",
+            caption="../report/fig1ab_linear.rst",
+            category="1. Linear model (Fig. 1A-B, 6)",
+            labels={"figure": "Fig. 1A-B", "dataset": "{dataset}"},
+        ),
         pdf="results/figures/fig1ab_linear_{dataset}.pdf",
+    params:
+        title=lambda wc: f"Linear Barlow Twins on {wc.dataset}",
     log:
         "logs/fig1ab_linear/{dataset}.log",
     threads: 1
@@ -71,8 +78,18 @@ rule fig6_appendix_c:
         trajectory="results/linear/appendix_c/trajectory.npz",
         style=PLOT_SOURCES,
     output:
-        png="results/figures/fig6_appendix_c.png",
+        png=report(
+            "results/figures/fig6_appendix_c.png",
+            caption="../report/fig6_appendix_c.rst",
+            category="1. Linear model (Fig. 1A-B, 6)",
+            labels={"figure": "Fig. 6", "dataset": "synthetic"},
+        ),
         pdf="results/figures/fig6_appendix_c.pdf",
+    params:
+        title=(
+            f"Appendix C: d = {config['appendix_c']['d']}, m = {config['appendix_c']['m']}, "
+            f"$\\gamma_j = 2^{{-j}}$, A(0) scale {config['appendix_c']['scale']:g}"
+        ),
     log:
         "logs/fig6_appendix_c/fig6_appendix_c.log",
     threads: 1

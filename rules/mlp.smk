@@ -28,7 +28,12 @@ rule mlp_figure:
         trajectory="results/mlp/{dataset}/trajectory.npz",
         style=PLOT_SOURCES,
     output:
-        png="results/figures/fig2ab_mlp_{dataset}.png",
+        png=report(
+            "results/figures/fig2ab_mlp_{dataset}.png",
+            caption="../report/fig2ab_mlp.rst",
+            category="2. Kernel theory vs wide MLP (Fig. 2A-B)",
+            labels={"figure": "Fig. 2A-B", "dataset": "{dataset}"},
+        ),
         pdf="results/figures/fig2ab_mlp_{dataset}.pdf",
     params:
         title=lambda wc: f"wide MLP, {wc.dataset}",

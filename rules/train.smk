@@ -31,7 +31,13 @@ rule train_curves:
         manifest="results/train/{dataset}/{method}-{init}/manifest.json",
         style=PLOT_SOURCES,
     output:
-        png="results/train/{dataset}/{method}-{init}/curves.png",
+        png=report(
+            "results/train/{dataset}/{method}-{init}/curves.png",
+            caption="../report/train_curves.rst",
+            category="3. SSL training runs",
+            subcategory="{init} init",
+            labels={"method": "{method}", "init": "{init}", "dataset": "{dataset}"},
+        ),
         pdf="results/train/{dataset}/{method}-{init}/curves.pdf",
     params:
         title=lambda wc: f"{wc.method} ({wc.init} init), {wc.dataset}",

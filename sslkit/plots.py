@@ -108,7 +108,8 @@ def fig1ab_linear(t: np.ndarray, loss: np.ndarray, eigs: np.ndarray, theory_eigs
     return fig
 
 
-def fig6_appendix_c(t: np.ndarray, A: np.ndarray, s_pred: np.ndarray, a_pred: np.ndarray):
+def fig6_appendix_c(t: np.ndarray, A: np.ndarray, s_pred: np.ndarray, a_pred: np.ndarray,
+                    title: str | None = None):
     """Fig. 6: |s_j(t)| = |A_jj| (red), |a_jk| for j < k (blue) and j > k (green) of the simulated A(t)
     (solid) with the predictions Eq. 47 and Eq. 48 (dashed; none exist for j > k). Log y axis.
 
@@ -140,7 +141,7 @@ def fig6_appendix_c(t: np.ndarray, A: np.ndarray, s_pred: np.ndarray, a_pred: np
         ax.set_ylim(a0.min() * 1e-6, 10.0)      # entries born at zero enter from below
         ax.set_xlabel("t (Eq. 45 time, = 4 x gradient-flow time)")
         ax.set_ylabel("|entries of A(t)|")
-        ax.set_title(f"Appendix C: d = {d}, m = {m}, $\\gamma_j = 2^{{-j}}$")
+        ax.set_title(title or f"Appendix C: d = {d}, m = {m}, $\\gamma_j = 2^{{-j}}$")
         ax.legend(loc="lower right", ncol=2, frameon=True, framealpha=0.9)
         fig.tight_layout()
     return fig

@@ -36,3 +36,14 @@ def cifar10_dir() -> Path:
 def _quiet_threads(monkeypatch):
     # keep BLAS/torch from oversubscribing the 2-core CI machine
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensor ops: a second thread only adds contention on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,13 +18,7 @@ from sslkit.linear import lambda_closed_form
 from sslkit.ntk import empirical_ntk
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensor ops: a second thread only adds contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bt_loss_matches_definition():

@@ -11,13 +11,7 @@ from torch import nn
 from sslkit import ntk
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensor ops: a second thread only adds contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cnn(d: int = 3) -> nn.Module:

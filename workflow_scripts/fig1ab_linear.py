@@ -8,7 +8,7 @@ from sslkit.workflow import script_run
 with script_run(snakemake) as (tracker, config):
     z = np.load(snakemake.input.trajectory)
     s = load_json(snakemake.input.summary)
-    title = (f"Linear Barlow Twins on {snakemake.wildcards.dataset}: n = {s['n']}, m = {s['m']}, d = {s['d']}, "
+    title = (f"{snakemake.params.title}: n = {s['n']}, m = {s['m']}, d = {s['d']}, "
              f"alpha = {s['alpha']:g}, lr = {s['lr']:g}")
     fig = fig1ab_linear(z["t"], z["loss"], z["eigs"], z["theory_eigs"], z["tau_theory"], title=title)
     save_figure(fig, [snakemake.output.png, snakemake.output.pdf])

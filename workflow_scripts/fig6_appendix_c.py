@@ -6,6 +6,6 @@ from sslkit.workflow import script_run
 
 with script_run(snakemake) as (tracker, config):
     z = np.load(snakemake.input.trajectory)
-    fig = fig6_appendix_c(z["t"], z["A"], z["s_pred"], z["a_pred"])
+    fig = fig6_appendix_c(z["t"], z["A"], z["s_pred"], z["a_pred"], title=snakemake.params.title)
     save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
     tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])
