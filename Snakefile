@@ -27,7 +27,10 @@ include: "rules/data.smk"  # prepare_data, linear_pairs
 include: "rules/linear.smk"  # linear_sim, appendix_c, fig1ab_linear, fig6_appendix_c
 include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide MLP, Fig. 2A-B)
 include: "rules/train.smk"  # train (method x init), train_curves
+include: "rules/analysis.smk"  # analyze, steps, probe per run; analysis_table; fig1cd, fig2cf, fig3, fig4, fig5, fig7
+include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings vs eNTK theory, Tables 1-2)
 include: "rules/speedups.smk"  # Appendix G speed-ups: speedups_run, speedups_lr, speedups_table, speedups_figure
+include: "rules/noncontrastive.smk"  # BYOL/DirectPred/DirectCopy: noncontrastive_predictor, noncontrastive_summary, noncontrastive_figure
 
 
 rule all:

@@ -1,5 +1,6 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
+import sslkit.alignment
 import sslkit.data
 import sslkit.models
 import sslkit.plots
@@ -11,7 +12,10 @@ DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.plots.SOURCES
 SSL_METHODS = list(sslkit.models.METHODS)
-SSL_INITS = ["small", "standard"]
+# init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
+SSL_INITS = ["small", "standard", "ntk"]
+METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
+                 "directpred": "DirectPred", "directcopy": "DirectCopy"}
 
 
 def gpu_per_job():
@@ -73,6 +77,96 @@ def train_targets(dataset):
     return out
 
 
+# Runs each analysis figure shows: (methods, inits); None = every configured one. A figure whose
+# selection is empty under the config (e.g. no SimCLR/VICReg run for Fig. 2C-F) is not requested.
+FIGURE_RUNS = {
+    "fig1cd": (["barlow_twins"], ["small"]),
+    "fig2cf": (["simclr", "vicreg"], ["small"]),
+    "fig3": (None, ["standard"]),
+    "fig4": (None, ["standard"]),
+    "fig5": (None, ["small"]),
+    "fig7": (None, None),
+}
+
+
+def figure_runs(name):
+    """'method-init' labels of the configured runs that figure ``name`` shows, in config order."""
+    methods, inits = FIGURE_RUNS[name]
+    return [f"{m}-{i}" for m in config["train"]["methods"] if methods is None or m in methods
+            for i in config["train"]["inits"] if inits is None or i in inits]
+
+
+def configured_runs():
+    """'method-init' labels of every configured SSL run (train.methods x train.inits)."""
+    return [f"{m}-{i}" for m in config["train"]["methods"] for i in config["train"]["inits"]]
+
+
+def run_patterns(runs, kind):
+    """Per run label its manifest (for history.csv), spectra table, steps json or probe table, as
+    patterns with {dataset} left as a wildcard."""
+    pattern = {
+        "manifest": "results/train/{{dataset}}/{run}/manifest.json",
+        "spectra": "results/spectra/{{dataset}}/{run}.parquet",
+        "steps": "results/steps/{{dataset}}/{run}.json",
+        "probe": "results/probe/{{dataset}}/{run}.csv",
+    }[kind]
+    return [pattern.format(run=run) for run in runs]
+
+
+def figure_inputs(name, kind):
+    """Input patterns of figure ``name`` (see run_patterns)."""
+    return run_patterns(figure_runs(name), kind)
+
+
+def method_labels(runs):
+    """Display names of the methods of run labels ('barlow_twins-small' -> 'Barlow Twins')."""
+    return [METHOD_LABELS.get(run.split("-")[0], run) for run in runs]
+
+
+def analysis_targets(dataset):
+    """Spectra, steps and probe tables of every configured run, the summary table, and the
+    analysis figures whose runs are configured."""
+    out = []
+    for run in configured_runs():
+        out += [
+            f"results/spectra/{dataset}/{run}.parquet",
+            f"results/spectra/{dataset}/{run}.summary.csv",
+            f"results/steps/{dataset}/{run}.json",
+            f"results/probe/{dataset}/{run}.csv",
+        ]
+    out.append(f"results/tables/{dataset}/analysis.csv")
+    for name in FIGURE_RUNS:
+        if figure_runs(name):
+            out += [f"results/figures/{name}_{dataset}.png", f"results/figures/{name}_{dataset}.pdf"]
+    return out
+
+
+def ntk_methods():
+    """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
+    return sslkit.alignment.ntk_methods(config)
+
+
+def ntk_run_manifest(dataset, method):
+    """Manifest of the training run whose final checkpoint the eNTK comparison uses for a method."""
+    return f"results/train/{dataset}/{method}-{config['ntk']['init']}/manifest.json"
+
+
+def ntk_pairs_method():
+    """The method whose run's augmentations draw the shared evaluation pairs."""
+    return config["ntk"]["pairs"]["augment_from"] or ntk_methods()[0]
+
+
+def ntk_params():
+    """What one ntk_alignment job depends on besides its inputs (engine plan, baseline draws)."""
+    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed")
+    return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
+
+
+def ntk_targets(dataset):
+    """Per-method eNTK alignment files and Tables 1-2 (CSV, Markdown, LaTeX) of one dataset."""
+    out = [f"results/ntk/{dataset}/{m}.{ext}" for m in ntk_methods() for ext in ("npz", "json")]
+    out += [f"results/tables/{dataset}/table{i}.{ext}" for i in (1, 2) for ext in ("csv", "md", "tex")]
+    return out
 def speedups_run_params(method, init, variant):
     """What one speed-up run depends on: its method block (this init only), the variant's
     overrides, the experiment's steps/eval settings and the train section (as train_params)."""
@@ -136,7 +230,9 @@ def all_targets():
     # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
     targets += train_targets(DATASET)
     # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
-    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.npz, results/tables/table{1,2}.csv
+    targets += analysis_targets(DATASET)
+    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
+    targets += ntk_targets(DATASET)
     # beyond the paper (rules/speedups.smk): Appendix G speed-ups, table + figure
     targets += [
         "results/tables/speedups.csv",

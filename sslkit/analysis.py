@@ -8,6 +8,20 @@ normalised NCHW float batches; the run's augmentation is ``build_augment(run_con
 (default ``sslkit.augment.build_augment``), a callable ``(uint8 NHWC tensor, torch.Generator) ->
 normalised NCHW float batch``.
 
+BatchNorm statistics (``bn_stats``). A checkpoint's running BatchNorm statistics are an exponential
+average (momentum 0.1) over past training batches, so they lag the network: right after a
+small-init start they still hold their initial values (mean 0, variance 1) while the activations
+are orders of magnitude smaller, and eval-mode embeddings then come out ~alpha^(#layers) too small
+(measured on the digits Barlow Twins small-init run: top eigenvalue of C 1e-8 at step 1 in eval
+mode vs 1.8e-3 with batch statistics, the value the training history records; the others 1e-20
+vs 5e-5, and a spurious simultaneous rise of every mode once the running statistics catch up,
+~20-30 steps later). ``bn_stats="recompute"`` (default) therefore re-estimates every BatchNorm
+layer of the network being evaluated from the evaluation inputs themselves before evaluating in
+eval mode ("precise BN": train-mode forward passes without gradients, cumulative average, i.e.
+momentum None): the population statistics of the current weights, which the training batches
+estimate, and a result independent of the evaluation batch size. ``"running"`` uses the
+checkpoint's stored statistics as they are.
+
 Evaluation pairs (``make_eval_pairs``): ``n`` images drawn with a seeded generator (without
 replacement when n <= number of images, else with replacement), each augmented twice with a torch
 generator seeded by the same seed, in chunks of ``chunk`` images -- so the pairs depend only on
@@ -28,6 +42,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EMBEDDING_SPACE",
+    "BN_STATS",
+    "recompute_bn_stats",
     "embedding_space",
     "select_checkpoints",
     "eval_indices",
@@ -40,6 +56,9 @@ __all__ = [
     "step_config",
     "steps_from_table",
 ]
+
+#: how BatchNorm statistics are set before evaluating a checkpoint (module docstring)
+BN_STATS = ("recompute", "running")
 
 #: the embedding spectrum the paper reports per method (App. D.4); others: "embedding_cov"
 EMBEDDING_SPACE = {"barlow_twins": "embedding_C"}
@@ -124,10 +143,56 @@ def _prepare(model, device: str):
     return model
 
 
+def _check_bn_stats(bn_stats: str) -> None:
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
+
+
+def recompute_bn_stats(model, fn: Callable, batches: Iterable) -> int:
+    """Precise BatchNorm: set the running mean/variance of the BatchNorm layers that ``fn`` uses to
+    the cumulative average of their batch statistics over ``batches`` (``fn(x)`` in train mode,
+    without gradients), then put ``model`` in eval mode. Layers ``fn`` does not reach (an EMA
+    target, a predictor) keep their statistics. Returns the number of layers re-estimated.
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    used: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda mod, _inp: used.add(id(mod))) for m in bns]
+    saved = {id(m): (m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in bns if m.track_running_stats}
+    for m in bns:
+        if m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                fn(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in bns:
+            if id(m) in saved:
+                m.momentum = saved[id(m)][0]
+                if id(m) not in used:  # not on fn's path: put its statistics back
+                    m.running_mean.copy_(saved[id(m)][1])
+                    m.running_var.copy_(saved[id(m)][2])
+                    m.num_batches_tracked.copy_(saved[id(m)][3])
+        model.eval()
+    return sum(id(m) in used for m in bns)
+
+
 def checkpoint_spectra(model, pairs: Mapping[str, Any], *, batch_size: int = 256, absolute: Sequence[float] = (),
-                       relative: Sequence[float] = (), device: str = "cpu") -> dict[str, Any]:
-    """``spectrum.compute_checkpoint_spectra`` of a model (eval mode) on ``make_eval_pairs`` output."""
+                       relative: Sequence[float] = (), device: str = "cpu", bn_stats: str = "recompute") -> dict[str, Any]:
+    """``spectrum.compute_checkpoint_spectra`` of a model (eval mode) on ``make_eval_pairs`` output;
+    with ``bn_stats="recompute"`` its BatchNorm statistics are first re-estimated on both views."""
+    _check_bn_stats(bn_stats)
     model = _prepare(model, device)
+    if bn_stats == "recompute" and hasattr(model, "modules"):
+        chunks = (pairs[k][lo:lo + batch_size] for k in ("x1", "x2") for lo in range(0, len(pairs[k]), batch_size))
+        recompute_bn_stats(model, model.embed, chunks)
     return spectrum.compute_checkpoint_spectra(model.embed, model.hidden, pairs["x1"], pairs["x2"],
                                                batch_size=batch_size, absolute=absolute, relative=relative)
 
@@ -147,7 +212,7 @@ def _default_augment():
 def spectra_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], images: np.ndarray, *, n_pairs: int,
                              seed: int, load_fn: Callable | None = None, build_augment: Callable | None = None,
                              device: str = "cpu", batch_size: int = 256, absolute: Sequence[float] = (),
-                             relative: Sequence[float] = ()) -> list[dict[str, Any]]:
+                             relative: Sequence[float] = (), bn_stats: str = "recompute") -> list[dict[str, Any]]:
     """Spectra of every checkpoint ({step, t, epoch, path}) on one set of evaluation pairs.
 
     The pairs are built once, with the augmentation of the first checkpoint's run config. Returns
@@ -164,7 +229,7 @@ def spectra_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], images: n
             pairs = make_eval_pairs(images, build_augment(run_config, device), n_pairs, seed, device=device)
         try:
             res = checkpoint_spectra(model, pairs, batch_size=batch_size, absolute=absolute, relative=relative,
-                                     device=device)
+                                     device=device, bn_stats=bn_stats)
         except ValueError as err:
             raise ValueError(f"checkpoint {ck['path']} (step {ck['step']}): {err}; if training diverged, "
                              f"lower its learning rate or analyse earlier checkpoints only") from err
@@ -179,15 +244,19 @@ def probe_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], train, test
                            C: float = probe_mod.DEFAULTS["C"], max_iter: int = probe_mod.DEFAULTS["max_iter"],
                            k: int = probe_mod.DEFAULTS["k"], max_train: int | None = probe_mod.DEFAULTS["max_train"],
                            max_test: int | None = probe_mod.DEFAULTS["max_test"],
-                           seed: int = probe_mod.DEFAULTS["seed"]):
+                           seed: int = probe_mod.DEFAULTS["seed"], bn_stats: str = "recompute"):
     """Probe table of a run: one row per checkpoint with step, t, epoch, linear_acc, knn_acc (+ sizes).
 
     ``train`` / ``test``: ``sslkit.data.Split`` (images uint8 NHWC, labels; -1 = unlabelled, dropped).
     The caps subsample the *images* (seeded, the same for every checkpoint) before features are
     computed; features are the model's hidden representations of the un-augmented images
-    (``transform``, e.g. ``to_float_nchw`` with the training normalisation).
+    (``transform``, e.g. ``to_float_nchw`` with the training normalisation). With
+    ``bn_stats="recompute"`` the encoder's BatchNorm statistics are re-estimated on the (subsampled)
+    train-split images first, the same inputs the probe is fitted on.
     """
+    _check_bn_stats(bn_stats)
     import pandas as pd
+    import torch
 
     load_fn = load_fn or _default_loader()
 
@@ -204,6 +273,10 @@ def probe_over_checkpoints(checkpoints: Sequence[Mapping[str, Any]], train, test
     for ck in checkpoints:
         model, _ = load_fn(ck["path"])
         model = _prepare(model, device)
+        if bn_stats == "recompute" and hasattr(model, "modules"):
+            batches = (transform(torch.from_numpy(np.ascontiguousarray(xtr_img[lo:lo + batch_size])).to(device))
+                       for lo in range(0, len(xtr_img), batch_size))
+            recompute_bn_stats(model, model.hidden, batches)
         ftr = extract_features(model.hidden, xtr_img, transform=transform, batch_size=batch_size, device=device)
         fte = extract_features(model.hidden, xte_img, transform=transform, batch_size=batch_size, device=device)
         r = probe_mod.probe_features(ftr, ytr, fte, yte, C=C, max_iter=max_iter, k=k, max_train=None,

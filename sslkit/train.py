@@ -88,7 +88,9 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-INITS = ("small", "standard")
+#: init names of a method block's override sub-blocks: small / standard (Figs. 1-4) and ntk (an
+#: extra run for the eNTK comparison of App. E, used where config ntk.init names it)
+INITS = ("small", "standard", "ntk")
 _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -125,7 +127,7 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
                        dataset: str | None = None) -> dict:
     """The fully resolved configuration of one run (saved in every checkpoint and the manifest).
 
-    Merges ``config['methods'][method]`` with its ``small``/``standard`` override block and the
+    Merges ``config['methods'][method]`` with its ``small``/``standard``/``ntk`` override block and the
     ``train`` section; ``stats`` is :func:`data_stats` of the training images (plus optional
     ``dir``/``splits``). Raises ``ConfigError`` naming the key when something is missing or
     inconsistent.

@@ -1,0 +1,73 @@
+# Stage: trained embeddings vs the eNTK theory (paper App. E, Tables 1-2; sslkit.alignment).
+# One set of n augmented pairs per dataset (shared by all methods), then per method: f_exp and the
+# scalarised eNTK K of the final checkpoint of run {method}-{ntk.init}, f_th (Eq. 49), the subspaces
+# P_exp, P_th, P_NTK and their alignments; finally Tables 1-2 as CSV, Markdown and LaTeX.
+
+
+rule ntk_pairs:
+    input:
+        data="results/data/{dataset}/manifest.json",
+        run=lambda wc: ntk_run_manifest(wc.dataset, ntk_pairs_method()),
+    output:
+        pairs="results/ntk/{dataset}/pairs.npz",
+    params:
+        pairs=lambda wc: config["ntk"]["pairs"] | {"augment_from": ntk_pairs_method()},
+    log:
+        "logs/ntk_pairs/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/ntk_pairs.py"
+
+
+rule ntk_alignment:
+    input:
+        run=lambda wc: ntk_run_manifest(wc.dataset, wc.method),
+        pairs="results/ntk/{dataset}/pairs.npz",
+    output:
+        arrays="results/ntk/{dataset}/{method}.npz",
+        summary="results/ntk/{dataset}/{method}.json",
+    params:
+        ntk=ntk_params(),
+        init=config["ntk"]["init"],
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+    log:
+        "logs/ntk_alignment/{dataset}/{method}.log",
+    threads: config["ntk"]["threads"]
+    resources:
+        mem_mb=config["ntk"]["mem_mb"],
+        gpu=GPU_PER_JOB,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/ntk_alignment.py"
+
+
+rule tables:
+    input:
+        arrays=lambda wc: expand("results/ntk/{dataset}/{method}.npz", dataset=wc.dataset, method=ntk_methods()),
+        summaries=lambda wc: expand(
+            "results/ntk/{dataset}/{method}.json", dataset=wc.dataset, method=ntk_methods()
+        ),
+    output:
+        table1=report("results/tables/{dataset}/table1.csv", caption="../report/table1.rst", category="Tables"),
+        table2=report("results/tables/{dataset}/table2.csv", caption="../report/table2.rst", category="Tables"),
+        table1_md="results/tables/{dataset}/table1.md",
+        table2_md="results/tables/{dataset}/table2.md",
+        table1_tex="results/tables/{dataset}/table1.tex",
+        table2_tex="results/tables/{dataset}/table2.tex",
+    params:
+        methods=ntk_methods(),
+    log:
+        "logs/tables/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/tables.py"

@@ -1,0 +1,20 @@
+"""Rule fig1cd: Fig. 1C-D, loss and eigenvalues of C vs t for Barlow Twins from small init (the run's
+history.csv loss, the spectra table, the detected steps as dotted lines)."""
+from pathlib import Path
+
+import pandas as pd
+
+from sslkit import plots, spectrum
+from sslkit.io import load_json
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    manifest_path, = snakemake.input.manifests
+    history = pd.read_csv(Path(manifest_path).parent / load_json(manifest_path)["history"])
+    table = spectrum.read_table(snakemake.input.spectra[0])
+    steps = load_json(snakemake.input.steps[0])
+    fig = plots.fig1cd(history, table, space=steps["space"], step_times=steps["step_times"],
+                       t_scale=snakemake.params.t_scale,
+                       title=f"{snakemake.params.labels[0]}, small init, {snakemake.wildcards.dataset}")
+    plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

@@ -1,0 +1,14 @@
+"""Rule fig3: Fig. 3, embedding eigenvalues vs t from standard init with the grown/ungrown threshold
+(dashed) and band edges (dotted) found by the step detector."""
+from sslkit import plots, spectrum
+from sslkit.io import load_json
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    tables, bands, spaces = {}, {}, {}
+    for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
+        steps = load_json(st)
+        tables[lab], bands[lab], spaces[lab] = spectrum.read_table(spec), steps["embedding"]["bands"], steps["space"]
+    fig = plots.fig3(tables, bands, space=spaces, t_scale=snakemake.params.t_scale)
+    plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

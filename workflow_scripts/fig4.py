@@ -1,0 +1,14 @@
+"""Rule fig4: Fig. 4, histograms of the embedding eigenvalues (log bins) at checkpoints spread over each
+standard-init run, with Fig. 3's threshold: a bimodal histogram = grown and ungrown bands."""
+from sslkit import plots, spectrum
+from sslkit.io import load_json
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    tables, bands, spaces = {}, {}, {}
+    for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
+        steps = load_json(st)
+        tables[lab], bands[lab], spaces[lab] = spectrum.read_table(spec), steps["embedding"]["bands"], steps["space"]
+    fig = plots.fig4(tables, bands, space=spaces, n_times=snakemake.params.n_times)
+    plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

@@ -1,0 +1,14 @@
+"""Rule fig5: Fig. 5, embedding eigenvalues (top) and hidden-representation covariance eigenvalues
+(bottom) vs t from small init, with the embedding steps as dotted lines on both rows."""
+from sslkit import plots, spectrum
+from sslkit.io import load_json
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    tables, times, spaces = {}, {}, {}
+    for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
+        steps = load_json(st)
+        tables[lab], times[lab], spaces[lab] = spectrum.read_table(spec), steps["step_times"], steps["space"]
+    fig = plots.fig5(tables, space=spaces, step_times=times, t_scale=snakemake.params.t_scale)
+    plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

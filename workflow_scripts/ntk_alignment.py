@@ -1,0 +1,69 @@
+"""Rule ntk_alignment: trained embeddings vs the eNTK theory for one method (sslkit.alignment)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sslkit.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
+from sslkit.io import load_json, save_json, save_npz
+from sslkit.ntk import plan_chunks
+from sslkit.train import load_checkpoint, select_device
+from sslkit.workflow import script_run
+
+with script_run(snakemake) as (tracker, config):
+    s = snakemake.params.ntk
+    out = snakemake.output
+    run_dir = Path(snakemake.input.run).parent
+    manifest = load_json(snakemake.input.run)
+    ck = manifest["checkpoints"][-1]
+    device = select_device(s["device"])
+    model, rc = load_checkpoint(run_dir / ck["path"], map_location=device)
+
+    pairs = np.load(snakemake.input.pairs)
+    same = (int(pairs["image_size"]) == int(rc["image_size"])
+            and np.allclose(pairs["mean"], rc["data"]["mean"]) and np.allclose(pairs["std"], rc["data"]["std"]))
+    if not same:
+        raise ValueError(
+            f"{snakemake.input.pairs} was drawn at image size {int(pairs['image_size'])} with normalisation "
+            f"{pairs['mean'].tolist()}/{pairs['std'].tolist()}, but run {run_dir} uses {rc['image_size']} and "
+            f"{rc['data']['mean']}/{rc['data']['std']}: all ntk.methods runs must share train.image_size and "
+            f"train.splits (delete the pairs file after changing them)")
+    points = stacked_points(pairs["x1"], pairs["x2"])
+
+    budget = int(s["memory_budget_mb"]) * 2**20
+    example = torch.as_tensor(points[:1], dtype=torch.float32, device=device)
+    chunk, rows = plan_chunks(model, example, budget, int(s["chunk_size"]))
+    rows = min(rows, len(points))
+    arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
+                                        device=str(device), batch_size=int(s["batch_size"]),
+                                        random_trials=int(s["random_trials"]), seed=int(s["seed"]))
+    stats = summary["ntk"]
+    # context for the d/2n baseline: the embeddings are computed from h penultimate features
+    hidden = network_embeddings(model.encoder, points, batch_size=int(s["batch_size"]), device=str(device))
+    summary.update(feature_baselines(arrays["P_exp"], hidden))
+    summary.update({
+        "method": rc["method"],
+        "run": str(run_dir),
+        "init": rc["init"],
+        "init_scale": rc["init_scale"],
+        "checkpoint_step": ck["step"],
+        "checkpoint_t": ck["t"],
+        "encoder": rc["encoder"],
+        "image_size": rc["image_size"],
+        "n_params": stats["n_params"],
+        "ntk_time_s": stats["time_s"],
+        "ntk_peak_bytes": stats["peak_bytes"],
+        "ntk_peak_mb": None if stats["peak_bytes"] is None else stats["peak_bytes"] / 2**20,
+        "ntk_estimated_peak_mb": stats["estimated_peak_bytes"] / 2**20,
+        "ntk_device": stats["device"],
+        "load_average": os.getloadavg(),
+        "memory_budget_mb": int(s["memory_budget_mb"]),
+    })
+    save_npz(out.arrays, **{k: arrays[k] for k in ARRAY_KEYS}, gamma=arrays["gamma"], index=pairs["index"])
+    save_json(out.summary, summary)
+    tracker.log_metrics({k: summary[k] for k in ("a_exp_th", "a_exp_ntk", "a_th_ntk", "random_analytic",
+                                                 "random_empirical", "ntk_time_s")})
+    if summary["ntk_peak_mb"] is not None:
+        tracker.log_metrics({"ntk_peak_mb": summary["ntk_peak_mb"]})
+    tracker.log_artifacts([out.summary])
