@@ -268,6 +268,7 @@ speedups:
   methods:
     barlow_twins: [baseline, sharpen, quartic]
     simclr: [baseline, precondition]
+    vicreg: []
   inits: [small]
   seeds: [0]
   steps: {barlow_twins: 12, simclr: 12}

@@ -1,4 +1,5 @@
 """Rule speedups_lr: a short run at lr = factor x the method's lr; records whether it stayed stable."""
+import math
 import shutil
 from pathlib import Path
 
@@ -25,13 +26,19 @@ with script_run(snakemake, log_params={}) as (tracker, config):
         train(rc, images, run_dir, tracker, resume=False)
     except NonFiniteLossError as exc:  # divergence is the measurement here, not a failure
         error = str(exc).split(". ")[0]
-    top = None
+    top = loss0 = loss1 = None
     if error is None:
-        t, eigs = eigen_history(read_history(run_dir / "history.csv"), wc.method)
+        hist = read_history(run_dir / "history.csv")
+        t, eigs = eigen_history(hist, wc.method)
         top = float(eigs[-1].max())
-    stable = error is None and top is not None and top <= float(sweep["blowup"])
+        loss0, loss1 = float(hist["loss_eval"].iloc[0]), float(hist["loss_eval"].iloc[-1])
+    # stable: finite and the variant's own loss went down; bounded: the top eigenvalue stayed <= blowup
+    # (for g_smooth every lambda >= 1 is a minimum, so a large eigenvalue is not a loss divergence)
+    stable = error is None and math.isfinite(loss1) and loss1 < loss0
+    bounded = stable and top <= float(sweep["blowup"])
     status = {"method": wc.method, "init": wc.init, "variant": wc.variant, "factor": factor, "lr": rc["lr"],
-              "steps": rc["steps"], "stable": bool(stable), "final_top_eigenvalue": top, "error": error}
+              "steps": rc["steps"], "stable": bool(stable), "bounded": bool(bounded),
+              "final_top_eigenvalue": top, "initial_loss": loss0, "final_loss": loss1, "error": error}
     save_json(snakemake.output.status, status)
     shutil.rmtree(run_dir / "ckpt", ignore_errors=True)  # only the verdict is kept
-    tracker.log_metrics({"stable": float(stable)})
+    tracker.log_metrics({"stable": float(stable), "bounded": float(bounded)})

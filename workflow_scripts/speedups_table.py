@@ -52,6 +52,7 @@ with script_run(snakemake, log_params={"ks": snakemake.params.ks}) as (tracker, 
                                   for m, i in zip(factors["method"], factors["init"])]
     lr = [load_json(p) for p in snakemake.input.lr]
     summary = {"bands": bands_out, "ks": ks, "lr_sweep": lr, "largest_stable_factor": X.largest_stable(lr),
+               "largest_bounded_factor": X.largest_stable(lr, "bounded"),
                "definition": X.__doc__.split("\n\n")[2]}
     for out, df in ((snakemake.output.table, table), (snakemake.output.factors, factors),
                     (snakemake.output.curves, pd.DataFrame(curves))):
