@@ -234,11 +234,12 @@ def all_targets():
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
     targets += ntk_targets(DATASET)
     # beyond the paper (rules/speedups.smk): Appendix G speed-ups, table + figure
-    targets += [
-        "results/tables/speedups.csv",
-        f"results/figures/speedups_{DATASET}.png",
-        f"results/figures/speedups_{DATASET}.pdf",
-    ]
+    if config["speedups"]["in_all"]:
+        targets += [
+            "results/tables/speedups.csv",
+            f"results/figures/speedups_{DATASET}.png",
+            f"results/figures/speedups_{DATASET}.pdf",
+        ]
     # beyond the paper (rules/noncontrastive.smk): BYOL/DirectPred/DirectCopy steps and predictors
     if config["noncontrastive"]["in_all"]:
         targets += [
