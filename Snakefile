@@ -29,6 +29,8 @@ include: "rules/mlp.smk"  # mlp_experiment, mlp_figure (kernel theory vs wide ML
 include: "rules/train.smk"  # train (method x init), train_curves
 include: "rules/analysis.smk"  # analyze, steps, probe per run; analysis_table; fig1cd, fig2cf, fig3, fig4, fig5, fig7
 include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings vs eNTK theory, Tables 1-2)
+include: "rules/speedups.smk"  # Appendix G speed-ups: speedups_run, speedups_lr, speedups_table, speedups_figure
+include: "rules/noncontrastive.smk"  # BYOL/DirectPred/DirectCopy: noncontrastive_predictor, noncontrastive_summary, noncontrastive_figure
 
 
 rule all:

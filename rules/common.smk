@@ -4,6 +4,7 @@ import sslkit.alignment
 import sslkit.data
 import sslkit.models
 import sslkit.plots
+import sslkit.speedups
 
 
 DATASET = config["dataset"]
@@ -57,7 +58,9 @@ def train_params(method, init):
         raise ValueError(
             f"train.methods lists '{method}' but the config has no methods.{method} section"
         )
-    block = config["methods"][method]
+    block = dict(config["methods"][method])
+    if not sslkit.speedups.is_active(block.get("speedups")):
+        block.pop("speedups", None)  # all off: the runs do not depend on it
     other = [i for i in SSL_INITS if i != init]
     skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
     train = {k: v for k, v in config["train"].items() if k not in skip}
@@ -164,6 +167,42 @@ def ntk_targets(dataset):
     out = [f"results/ntk/{dataset}/{m}.{ext}" for m in ntk_methods() for ext in ("npz", "json")]
     out += [f"results/tables/{dataset}/table{i}.{ext}" for i in (1, 2) for ext in ("csv", "md", "tex")]
     return out
+def speedups_run_params(method, init, variant):
+    """What one speed-up run depends on: its method block (this init only), the variant's
+    overrides, the experiment's steps/eval settings and the train section (as train_params)."""
+    sc = config["speedups"]
+    if variant not in sc["variants"]:
+        raise ValueError(f"speedups: variant '{variant}' is not in speedups.variants ({sorted(sc['variants'])})")
+    base = train_params(method, init)
+    keep = ("steps", "eval_every", "checkpoint_log_points")
+    return {**base, "variant": sc["variants"][variant], "speedups": {k: sc[k] for k in keep}}
+
+
+def speedups_runs(dataset, filename):
+    """The file `filename` of every speed-up run: method x its variants x inits x seeds."""
+    sc = config["speedups"]
+    out = []
+    for method, variants in sc["methods"].items():
+        for variant in variants:
+            if variant not in sc["variants"]:
+                raise ValueError(f"speedups.methods.{method} lists '{variant}', not in speedups.variants")
+            for init in sc["inits"]:
+                for seed in sc["seeds"]:
+                    out.append(f"results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/{filename}")
+    return out
+
+
+def speedups_lr_runs(dataset):
+    """status.json of every run of the learning-rate sweep (speedups.lr_sweep)."""
+    sw = config["speedups"]["lr_sweep"]
+    return [f"results/speedups/{dataset}/lr/{sw['method']}-{sw['init']}-{v}-x{f:g}/status.json"
+            for v in sw["variants"] for f in sw["factors"]]
+
+
+def noncontrastive_files(dataset, pattern):
+    """`pattern` ({dataset}, {run}) for each non-contrastive run (noncontrastive.methods at its init)."""
+    nc = config["noncontrastive"]
+    return [pattern.format(dataset=dataset, run=f"{m}-{nc['init']}") for m in nc["methods"]]
 
 
 def all_targets():
@@ -194,5 +233,18 @@ def all_targets():
     targets += analysis_targets(DATASET)
     # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
     targets += ntk_targets(DATASET)
-    # beyond the paper (rules/speedups.smk): results/tables/speedups.csv, non-contrastive spectra
+    # beyond the paper (rules/speedups.smk): Appendix G speed-ups, table + figure
+    if config["speedups"]["in_all"]:
+        targets += [
+            "results/tables/speedups.csv",
+            f"results/figures/speedups_{DATASET}.png",
+            f"results/figures/speedups_{DATASET}.pdf",
+        ]
+    # beyond the paper (rules/noncontrastive.smk): BYOL/DirectPred/DirectCopy steps and predictors
+    if config["noncontrastive"]["in_all"]:
+        targets += [
+            f"results/noncontrastive/{DATASET}/summary.json",
+            f"results/figures/noncontrastive_{DATASET}.png",
+            f"results/figures/noncontrastive_{DATASET}.pdf",
+        ]
     return targets

@@ -21,6 +21,11 @@ Method-specific keys of ``run_config['loss']``:
 - byol: ema_base
 - directpred: ema_base, rho, eps, freq
 - directcopy: ema_base, rho, eps, freq
+
+``run_config['speedups']`` (present only when something is switched on; ``sslkit.speedups``):
+G.1 ``precondition`` (any method: hooks on z1, z2 that right-multiply their gradient by
+(F^T F + a I)^{-1}), G.2/G.3 ``transform``/``power`` (Barlow Twins: the loss of
+``sslkit.speedups.barlow_twins_spectral_loss``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Callable
 import torch
 
 from . import losses as L
+from . import speedups as S
 from .models import SSLModel
 
 __all__ = ["Method", "make_method"]
@@ -43,9 +49,14 @@ class Method:
         self.loss_cfg = dict(run_config["loss"])
         self.total_steps = int(run_config["steps"])
         self.embed = embed if embed is not None else model.embed
+        self.speedups = S.validate_speedups(run_config.get("speedups"), run_config["method"])
 
     def embeddings(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.embed(x1).float(), self.embed(x2).float()
+        z1, z2 = self.embed(x1).float(), self.embed(x2).float()
+        if self.speedups["precondition"]:
+            S.attach_preconditioner(z1, z2, float(self.speedups["precondition_alpha"]),
+                                    bool(self.speedups["precondition_relative"]))
+        return z1, z2
 
     def loss(self, x1, x2, step: int, update: bool = True):
         raise NotImplementedError
@@ -58,6 +69,11 @@ class BarlowTwins(Method):
     def loss(self, x1, x2, step, update=True):
         z1, z2 = self.embeddings(x1, x2)
         c = self.loss_cfg
+        sp = self.speedups
+        if sp["transform"] != "identity" or int(sp["power"]) != 2:
+            return S.barlow_twins_spectral_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"],
+                                                scale=c["scale"], transform=sp["transform"],
+                                                power=int(sp["power"]), cfg=sp), z1, z2
         return L.barlow_twins_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"], scale=c["scale"],
                                    symmetric=c["symmetric"]), z1, z2
 

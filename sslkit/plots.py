@@ -27,7 +27,7 @@ SOURCES = [str(Path(__file__)), str(STYLE)]
 
 __all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig1ab_linear", "fig6_appendix_c",
            "fig2ab_mlp",
-           "eigen_columns", "training_curves"]
+           "eigen_columns", "training_curves", "speedups_figure", "noncontrastive_figure"]
 
 
 @contextlib.contextmanager
@@ -508,6 +508,148 @@ def training_curves(history, method: str, title: str | None = None):
         ax.set_yscale("log")
         ax.set_xlabel("t = lr x step")
         ax.set_ylabel(names[kind] + (" (reported)" if kind == kinds[0] else ""))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: Appendix G speed-ups (rules/speedups.smk)
+# ---------------------------------------------------------------------------------------------
+
+VARIANT_STYLE = {"baseline": ("k", "-"), "precondition": ("tab:blue", "-"), "sharpen": ("tab:red", "-"),
+                 "smooth": ("tab:green", "-"), "quartic": ("tab:purple", "-")}
+
+
+def _variant_style(name: str, i: int):
+    return VARIANT_STYLE.get(name, (plt.get_cmap("tab10")(i % 10), "-"))
+
+
+def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
+    """Rank staircases per (method, init) and variant, speed-up factors, and the lr sweep.
+
+    ``curves``: DataFrame (method, init, variant, seed, t, rank) -- number of embedding eigenvalues
+    in the grown band over t; one line per seed. ``factors``: DataFrame of
+    ``sslkit.speedup_experiment.speedup_table`` (median and min-max over seeds per k).
+    ``lr_sweep``: records {variant, factor, stable, final_top_eigenvalue}.
+    """
+    groups = list(dict.fromkeys(zip(curves["method"], curves["init"])))
+    n = len(groups) + 2
+    ncol = min(4, n)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.9 * nrow), squeeze=False)
+    axes = axes.ravel()
+    variants = list(dict.fromkeys(curves["variant"]))
+    for ax, (method, init) in zip(axes, groups):
+        g = curves[(curves["method"] == method) & (curves["init"] == init)]
+        for i, v in enumerate(variants):
+            col, _ = _variant_style(v, i)
+            for j, (seed, s) in enumerate(g[g["variant"] == v].groupby("seed")):
+                ax.step(s["t"], s["rank"], where="post", color=col, lw=1.2, alpha=0.85,
+                        ls="-" if j == 0 else "--", label=v if j == 0 else None)
+        ax.set_title(f"{method}, {init} init", fontsize="medium")
+        ax.set_xlabel("t = lr x step")
+        ax.set_ylabel("eigenvalues in grown band")
+    axes[0].legend(fontsize="x-small", loc="lower right")
+    # speed-up factors at the largest k reached by the baseline (median, min-max over seeds)
+    ax = axes[len(groups)]
+    f = factors[factors["variant"] != "baseline"]
+    labels, med, lo, hi, cols = [], [], [], [], []
+    for (method, init, variant), g in f.groupby(["method", "init", "variant"], sort=False):
+        g = g[np.isfinite(g["speedup_median"])]
+        if g.empty:
+            continue
+        r = g.loc[g["k"].idxmax()]
+        labels.append(f"{method[:6]}-{init[:3]} {variant[:7]} k{int(r['k'])}")
+        med.append(r["speedup_median"])
+        lo.append(r["speedup_median"] - r["speedup_min"])
+        hi.append(r["speedup_max"] - r["speedup_median"])
+        cols.append(_variant_style(variant, variants.index(variant) if variant in variants else 0)[0])
+    y = np.arange(len(labels))
+    med_plot = np.clip(np.asarray(med, float), 1e-2, None)
+    ax.barh(y, med_plot, color=cols, alpha=0.8)
+    ax.errorbar(med_plot, y, xerr=[np.asarray(lo), np.asarray(hi)], fmt="none", ecolor="k", lw=0.8)
+    ax.axvline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_yticks(y, labels, fontsize="xx-small")
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up in time to rank k (0 -> 0.01)")
+    ax.set_title("largest k: median, seed range", fontsize="medium")
+    # lr sweep
+    ax = axes[len(groups) + 1]
+    for i, v in enumerate(dict.fromkeys(r["variant"] for r in lr_sweep)):
+        rs = sorted((r for r in lr_sweep if r["variant"] == v), key=lambda r: r["factor"])
+        x = [r["factor"] for r in rs]
+        top = [r["final_top_eigenvalue"] if r["final_top_eigenvalue"] is not None else np.nan for r in rs]
+        col, _ = _variant_style(v, i)
+        ax.plot(x, top, "-o", color=col, label=v, ms=3)
+        bad = [xx for xx, r in zip(x, rs) if not r["stable"]]
+        ax.plot(bad, [1e3] * len(bad), "x", color=col, ms=7)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("lr / default lr")
+    ax.set_ylabel("top eigenvalue at end (x: unstable)")
+    ax.set_title("lr sweep", fontsize="medium")
+    ax.legend(fontsize="x-small")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: non-contrastive methods (rules/noncontrastive.smk)
+# ---------------------------------------------------------------------------------------------
+
+def noncontrastive_figure(spectra: dict, records: dict, summary: dict, space: str = "embedding_cov",
+                          title: str = ""):
+    """Per method (columns): embedding eigenvalues over t with the detected steps (top), and the
+    predictor's p_j^2 against the correlation eigenvalues s_j at several checkpoints (bottom).
+
+    ``spectra``: method -> tidy spectra table (step, t, space, index, eigenvalue); ``records``:
+    method -> list of ``sslkit.noncontrastive.checkpoint_record`` dicts with step, t;
+    ``summary``: the rule's summary.json (methods -> n_steps, sequential, step_times, final).
+    """
+    from .spectrum import trajectories
+
+    methods = list(records)
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6.2), squeeze=False)
+    for c, m in enumerate(methods):
+        info = summary["methods"][m]
+        ax = axes[0, c]
+        _, t, eigs = trajectories(spectra[m], space)
+        _plot_modes(ax, t, eigs, t_scale="linear")
+        _vlines(ax, info.get("step_times") or [])
+        ax.set_yscale("log")
+        ax.set_xlabel("t = lr x step")
+        ax.set_ylabel(f"eigenvalues ({space.replace('embedding_', '')})")
+        seq = info.get("sequential")
+        ax.set_title(f"{m}: {info.get('n_steps') or 0} steps"
+                     + ("" if seq is None else (", sequential" if seq else ", not sequential")), fontsize="medium")
+        ax = axes[1, c]
+        recs = records[m]
+        pick = sorted({int(round(i)) for i in np.linspace(len(recs) // 3, len(recs) - 1, 4)})
+        cols = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, len(pick)))
+        for col, i in zip(cols, pick):
+            r = recs[i]
+            s = np.asarray(r["s"], float)
+            p2 = np.asarray(r["p"], float) ** 2
+            ok = (s > 0) & (p2 > 0)
+            ax.loglog(s[ok], p2[ok], "o", color=col, ms=4, label=f"t = {r['t']:.3g}")
+        fin = info["final"]
+        s = np.asarray(info["final_s"], float)
+        s = s[s > 0]
+        if s.size and fin.get("invariance_intercept") is not None:
+            xs = np.geomspace(s.min(), s.max(), 10)
+            ax.loglog(xs, xs / 10 ** fin["invariance_intercept"], "k:", lw=1, label="p^2 ~ s")
+        slope = fin.get("invariance_slope")
+        ax.set_title(f"slope {slope:.2f}, align {fin['alignment']:.2f}, R2 {fin['linear_r2']:.2f}"
+                     if slope is not None else f"align {fin['alignment']:.2f}", fontsize="small")
+        ax.set_xlabel("s_j (eigenvalues of F = E[f f^T])")
+        ax.set_ylabel("p_j^2 (predictor along u_j)")
+        ax.legend(fontsize="xx-small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

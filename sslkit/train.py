@@ -59,6 +59,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from . import speedups
 from .augment import build_augment
 from .config import ConfigError, deep_update
 from .io import atomic_path, save_json
@@ -196,6 +197,14 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
     for k in ("dir", "splits"):
         if k in stats:
             rc["data"][k] = stats[k]
+    # Appendix G speed-ups: recorded only when switched on, so that runs without them keep the
+    # run config (and resumable checkpoints) they had before the speedups block existed
+    sp = mcfg.get("speedups")
+    if speedups.is_active(sp):
+        try:
+            rc["speedups"] = speedups.validate_speedups(sp, method)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     if rc["eval"]["batch_size"] > n_train:
         rc["eval"]["batch_size"] = n_train
     return rc

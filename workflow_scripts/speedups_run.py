@@ -1,0 +1,34 @@
+"""Rule speedups_run: one short sslkit.train run of a speed-up variant, then a probe of its last checkpoint."""
+from pathlib import Path
+
+from sslkit.io import save_json
+from sslkit.speedup_experiment import probe_final, resolve_variant_run
+from sslkit.train import NonFiniteLossError, data_stats, load_training_images, train
+from sslkit.workflow import script_run
+
+wc = snakemake.wildcards
+with script_run(snakemake, log_params={}) as (tracker, config):
+    data_dir = Path(snakemake.input.data).parent
+    splits = list(config["train"]["splits"])
+    images = load_training_images(data_dir, splits)
+    stats = {**data_stats(images), "dir": str(data_dir), "splits": splits}
+    rc = resolve_variant_run(config, wc.method, wc.init, wc.variant, int(wc.seed), stats, wc.dataset)
+    rc["runtime"]["progress"] = False
+    run_dir = Path(snakemake.output.manifest).parent
+    tracker.set_tags({"experiment": "speedups", "variant": wc.variant})
+    try:
+        result = train(rc, images, run_dir, tracker, resume=bool(config["train"]["resume"]))
+    except NonFiniteLossError as exc:
+        # a variant that diverges at the method's lr is a result of this experiment, not a failure:
+        # record it (history.csv up to the last checkpoint stays) and leave the probe empty
+        save_json(snakemake.output.probe, {"linear_acc": None, "knn_acc": None, "diverged": True})
+        save_json(snakemake.output.manifest, {
+            "dataset": wc.dataset, "method": wc.method, "init": wc.init, "lr": rc["lr"], "steps": rc["steps"],
+            "complete": False, "diverged": True, "error": str(exc), "history": "history.csv",
+            "checkpoints": [], "run_config": rc})
+        tracker.set_tags({"diverged": "true"})
+    else:
+        probe = probe_final(result.manifest, run_dir, data_dir, config["analysis"]["probe"])
+        save_json(snakemake.output.probe, probe)
+        tracker.log_metrics({"probe_linear_acc": probe["linear_acc"], "probe_knn_acc": probe["knn_acc"]},
+                            rc["steps"])
