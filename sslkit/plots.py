@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
@@ -573,6 +574,7 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
     ax.axvline(1.0, color="k", lw=0.8, ls=":")
     ax.set_yticks(y, labels, fontsize="xx-small")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
     ax.set_xlabel("speed-up in time to rank k (0 -> 0.01)")
     ax.set_title("largest k: median, seed range", fontsize="medium")
     # lr sweep
@@ -626,7 +628,8 @@ def noncontrastive_figure(spectra: dict, records: dict, summary: dict, space: st
         ax.set_xlabel("t = lr x step")
         ax.set_ylabel(f"eigenvalues ({space.replace('embedding_', '')})")
         seq = info.get("sequential")
-        ax.set_title(f"{m}: {info.get('n_steps') or 0} steps"
+        n_steps = info.get("n_steps") or 0
+        ax.set_title(f"{m}: {n_steps} step{'' if n_steps == 1 else 's'}"
                      + ("" if seq is None else (", sequential" if seq else ", not sequential")), fontsize="medium")
         ax = axes[1, c]
         recs = records[m]
