@@ -10,8 +10,9 @@
   the target with tau = ``ema_momentum(step + 1, total_steps, base)``.
 
 Both views go through the network separately (batch-norm statistics per view, as in the official
-Barlow Twins and VICReg code). Losses are computed in float32 (embeddings are cast), also under
-bf16 autocast.
+Barlow Twins and VICReg code). Losses are computed in float32 (embeddings are cast and autocast
+is switched off around them, ``_fp32``), also under bf16 autocast: their matmuls (C = z1^T z2 / N,
+the covariance, SimCLR's logits) would otherwise run in bf16.
 
 Method-specific keys of ``run_config['loss']``:
 
@@ -39,6 +40,11 @@ from . import speedups as S
 from .models import SSLModel
 
 __all__ = ["Method", "make_method"]
+
+
+def _fp32(z: torch.Tensor):
+    """Autocast off on ``z``'s device: what runs inside keeps float32 inputs in float32."""
+    return torch.autocast(z.device.type, enabled=False)
 
 
 class Method:
@@ -70,25 +76,32 @@ class BarlowTwins(Method):
         z1, z2 = self.embeddings(x1, x2)
         c = self.loss_cfg
         sp = self.speedups
-        if sp["transform"] != "identity" or int(sp["power"]) != 2:
-            return S.barlow_twins_spectral_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"],
-                                                scale=c["scale"], transform=sp["transform"],
-                                                power=int(sp["power"]), cfg=sp), z1, z2
-        return L.barlow_twins_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"], scale=c["scale"],
-                                   symmetric=c["symmetric"]), z1, z2
+        with _fp32(z1):
+            if sp["transform"] != "identity" or int(sp["power"]) != 2:
+                loss = S.barlow_twins_spectral_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"],
+                                                    scale=c["scale"], transform=sp["transform"],
+                                                    power=int(sp["power"]), cfg=sp)
+            else:
+                loss = L.barlow_twins_loss(z1, z2, lambd=c["lambda"], batchnorm=c["batchnorm"],
+                                           scale=c["scale"], symmetric=c["symmetric"])
+        return loss, z1, z2
 
 
 class SimCLR(Method):
     def loss(self, x1, x2, step, update=True):
         z1, z2 = self.embeddings(x1, x2)
-        return L.nt_xent_loss(z1, z2, temperature=self.loss_cfg["temperature"]), z1, z2
+        with _fp32(z1):
+            loss = L.nt_xent_loss(z1, z2, temperature=self.loss_cfg["temperature"])
+        return loss, z1, z2
 
 
 class VICReg(Method):
     def loss(self, x1, x2, step, update=True):
         z1, z2 = self.embeddings(x1, x2)
         c = self.loss_cfg
-        return L.vicreg_loss(z1, z2, c["sim_coeff"], c["std_coeff"], c["cov_coeff"], c["eps"]), z1, z2
+        with _fp32(z1):
+            loss = L.vicreg_loss(z1, z2, c["sim_coeff"], c["std_coeff"], c["cov_coeff"], c["eps"])
+        return loss, z1, z2
 
 
 class BYOL(Method):
@@ -107,7 +120,9 @@ class BYOL(Method):
             t1 = self.model.target(x1).float()
             t2 = self.model.target(x2).float()
         p1, p2 = self.predict(z1), self.predict(z2)
-        return L.byol_loss(p1, t2.detach()) + L.byol_loss(p2, t1.detach()), z1, z2
+        with _fp32(z1):
+            loss = L.byol_loss(p1, t2.detach()) + L.byol_loss(p2, t1.detach())
+        return loss, z1, z2
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
@@ -131,13 +146,14 @@ class DirectPred(BYOL):
             return
         m = self.model
         f = torch.cat([z1, z2]).detach().float()
-        new = L.update_correlation(m.corr.float(), f, self.loss_cfg["rho"], bool(m.corr_initialized))
-        m.corr.copy_(new)
-        first = not bool(m.corr_initialized)
-        m.corr_initialized.fill_(True)
-        if first or step % self.loss_cfg["freq"] == 0:
-            with torch.no_grad():
-                m.predictor.weight.copy_(self._predictor_weight(m.corr.float()))
+        with _fp32(f):
+            new = L.update_correlation(m.corr.float(), f, self.loss_cfg["rho"], bool(m.corr_initialized))
+            m.corr.copy_(new)
+            first = not bool(m.corr_initialized)
+            m.corr_initialized.fill_(True)
+            if first or step % self.loss_cfg["freq"] == 0:
+                with torch.no_grad():
+                    m.predictor.weight.copy_(self._predictor_weight(m.corr.float()))
 
     def predict(self, z):
         return self.model.predictor(z.to(self.model.predictor.weight.dtype)).float()

@@ -546,7 +546,9 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
 
     def evaluate(step: int, lr_now: float, images_per_s: float) -> dict:
         snap = _snapshot_buffers(model)
-        with torch.no_grad(), autocast():
+        # float32 throughout, also on a bf16 run: bf16-rounded embeddings would bury the small
+        # ("ungrown") eigenvalues under a rounding floor ~1e-5 of the top one
+        with torch.no_grad():
             loss_eval, z1, z2 = method.loss(ev1, ev2, step, update=False)
         _restore_buffers(model, snap)
         if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
