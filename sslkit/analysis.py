@@ -23,7 +23,8 @@ estimate, and a result independent of the evaluation batch size. ``"running"`` u
 checkpoint's stored statistics as they are.
 
 Evaluation pairs (``make_eval_pairs``): ``n`` images drawn with a seeded generator (without
-replacement when n <= number of images, else with replacement), each augmented twice with a torch
+replacement when n <= number of images, else with replacement), each augmented twice (as the
+training's view 0 and view 1, whose blur/solarisation probabilities differ) with a torch
 generator seeded by the same seed, in chunks of ``chunk`` images -- so the pairs depend only on
 (images, augmentation, n, seed, chunk) and are identical for every checkpoint of a run.
 """
@@ -103,8 +104,8 @@ def make_eval_pairs(images: np.ndarray, augment: Callable, n: int, seed: int, *,
     for lo in range(0, n, chunk):
         batch = torch.from_numpy(np.ascontiguousarray(images[idx[lo:lo + chunk]])).to(device)
         with torch.no_grad():
-            v1.append(augment(batch, gen))
-            v2.append(augment(batch, gen))
+            v1.append(augment(batch, gen, view=0))
+            v2.append(augment(batch, gen, view=1))
     return {"x1": torch.cat(v1), "x2": torch.cat(v2), "index": idx}
 
 

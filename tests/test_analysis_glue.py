@@ -29,7 +29,7 @@ class Tiny(torch.nn.Module):
         return self.B(self.hidden(x))
 
 
-def augment(batch, gen):
+def augment(batch, gen, view=0):
     """Toy augmentation: random horizontal flip + pixel noise, drawn from ``gen``."""
     x = batch.permute(0, 3, 1, 2).float() / 255.0
     flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
@@ -81,6 +81,10 @@ def test_eval_pairs_are_seeded(digits):
     assert a["x1"].shape == (300, 1, 8, 8) and len(set(a["index"].tolist())) == 300
     assert torch.equal(a["x1"], b["x1"]) and torch.equal(a["x2"], b["x2"])
     assert not torch.equal(a["x1"], c["x1"]) and not torch.equal(a["x1"], a["x2"])
+    # the two views are the training's view 0 and view 1 (their blur/solarisation probabilities differ)
+    views = []
+    analysis.make_eval_pairs(imgs, lambda b, g, view=0: views.append(view) or augment(b, g), 300, seed=3, chunk=128)
+    assert views == [0, 1] * 3
     # more pairs than images: drawn with replacement
     assert len(analysis.make_eval_pairs(imgs[:50], augment, 80, seed=0)["index"]) == 80
 
