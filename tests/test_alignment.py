@@ -198,6 +198,11 @@ def test_paper_config_reproduces_appendix_e(repo):
     for m, alpha in alphas.items():
         rc = resolve_run_config(cfg, m, "ntk", stats, "stl10")
         assert rc["init_scale"] == alpha and rc["method_config"]["projector"]["dim"] == 50
+    # Barlow Twins' small-init and App. E runs use the same loss: lambda 1, no batchnorm, symmetric C
+    bt = [resolve_run_config(cfg, "barlow_twins", i, stats, "stl10")["loss"] for i in ("small", "ntk")]
+    assert bt[0] == bt[1] == {"lambda": 1.0, "batchnorm": False, "scale": 1.0, "symmetric": True}
+    # spectra on more views (2n) than ResNet-50's 2048 hidden features
+    assert 2 * cfg["analysis"]["pairs"]["n"] > 2048
     # the CPU default reuses the small-init runs
     assert load_config(repo / "config/config.yaml")["ntk"]["init"] == "small"
 
