@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 # The README's DAG picture (Graphviz's dot when installed, else sslkit.dag's matplotlib drawing).
 dag: $(STAMP)
+	mkdir -p docs
 	$(BIN)/snakemake --rulegraph 2>/dev/null > docs/rulegraph.dot
 	if command -v dot >/dev/null; then dot -Tsvg docs/rulegraph.dot > docs/dag.svg; \
 	else $(BIN)/python -m sslkit.dag docs/dag.svg < docs/rulegraph.dot; fi

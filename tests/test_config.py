@@ -56,4 +56,11 @@ def test_snakemake_validate_rejects_too(repo, default, overlay, key):
     cfg = cfgmod.deep_update(copy.deepcopy(default), overlay)
     with pytest.raises(Exception) as err:
         validate(cfg, str(repo / "config" / "schema.yaml"))
-    assert key.split(".")[-1] in str(err.value)
+    msg = str(err.value)
+
+    def instance(path):  # how jsonschema names a location: On instance['train']['methods'][1]
+        return "On instance" + "".join(f"[{int(p)}]" if p.isdigit() else f"['{p}']" for p in path) + ":"
+
+    *parent, last = key.split(".")
+    # the bad value's own location, or (an unknown key) its section and the key's name
+    assert instance(key.split(".")) in msg or (f"'{last}' was unexpected" in msg and instance(parent) in msg), msg
