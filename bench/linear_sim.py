@@ -7,6 +7,7 @@ wall and CPU time of the whole CIFAR-10 simulation (every Euler step to saturati
 processes on a shared CPU slow every number down.
 
     PYTHONPATH=. python bench/linear_sim.py [--pairs results/linear/cifar10/pairs.npz] [--quick]
+                                            [--lr-scan 2 5]
 
 The pairs come from the workflow (``snakemake --cores 2 --configfile config/cifar10.yaml
 --config data_dir=/path/to/datasets -- results/linear/cifar10/pairs.npz``).
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fast-steps", type=int, default=5000, help="steps timed for the eigenbasis simulator")
     ap.add_argument("--ref-steps", type=int, default=200, help="steps timed for the reference")
     ap.add_argument("--quick", action="store_true", help="skip the whole simulation")
+    ap.add_argument("--lr-scan", type=float, nargs="*", default=None, metavar="FACTOR",
+                    help="also rerun the whole simulation at lr / FACTOR (e.g. 2 5): the deviation from "
+                         "the gradient-flow theory should shrink ~ lr if it is the Euler discretisation")
     args = ap.parse_args(argv)
     if not Path(args.pairs).is_file():
         print(f"{args.pairs} not found: run `snakemake --cores 2 --configfile config/cifar10.yaml "
@@ -79,6 +83,14 @@ def main(argv=None) -> int:
           f"{c_all:.2f} s CPU ({1e6 * w_all / steps:.1f} us/step; target <= 10 s)  [{load()}]")
     print(f"  check: max tau_rel_error = {max(res['tau_rel_error']):.4f}, max_abs_eig_error = "
           f"{res['max_abs_eig_error']:.4f}, final loss = {res['final_loss']:.2e}")
+    for factor in args.lr_scan or []:
+        lr = args.lr / factor
+        n_steps = L.auto_steps(gamma[:args.d], s0, lr)
+        tr = L.gd_eigenbasis(gamma, V, W0, lr, n_steps, L.record_grid(n_steps, 2000))
+        r = L.compare_with_theory(tr, gamma[:args.d], s0)
+        print(f"lr / {factor:g} = {lr:.3g} ({n_steps} steps): max tau_rel_error = {max(r['tau_rel_error']):.4f}, "
+              f"max_abs_eig_error = {r['max_abs_eig_error']:.4f} (per mode: "
+              + " ".join(f"{e:.4f}" for e in r["max_abs_eig_error_per_mode"]) + ")")
     return 0
 
 
