@@ -229,10 +229,15 @@ def precondition_gradient(grad: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def attach_preconditioner(z1: torch.Tensor, z2: torch.Tensor, alpha: float, relative: bool = True) -> None:
     """Install G.1 on the N x d embeddings z1, z2 (F = [z1; z2]): hooks that right-multiply the
     gradient arriving at each of them by P = ``precondition_matrix(F, alpha, relative)``. No-op
-    when the embeddings do not require gradients (evaluation)."""
+    when the embeddings do not require gradients (evaluation), and when they are not finite (a
+    diverged run: the loss is then non-finite too and the trainer stops with its own error,
+    instead of an eigensolver failure here)."""
     if not (z1.requires_grad and z2.requires_grad):
         return
-    p = precondition_matrix(torch.cat([z1.detach(), z2.detach()]), alpha, relative)
+    f = torch.cat([z1.detach(), z2.detach()])
+    if not bool(torch.isfinite(f).all()):
+        return
+    p = precondition_matrix(f, alpha, relative)
     z1.register_hook(lambda g: precondition_gradient(g, p))
     z2.register_hook(lambda g: precondition_gradient(g, p))
 

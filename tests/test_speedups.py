@@ -134,6 +134,18 @@ def test_sharpened_loss_trains_from_zero_with_finite_gradients():
 # G.1 preconditioning hook
 # ---------------------------------------------------------------------------------------------
 
+def test_precondition_hook_leaves_diverged_embeddings_to_the_trainer():
+    """Non-finite embeddings (a diverged run) get no hook and no eigensolver error: the loss is
+    non-finite, which the trainer reports as NonFiniteLossError (recorded as 'diverged')."""
+    w = torch.ones(6, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(24, 6, dtype=torch.float64)
+    x[3, 2] = float("nan")
+    z1, z2 = x @ w, x @ w
+    S.attach_preconditioner(z1, z2, 0.1, True)
+    loss = L.barlow_twins_loss(z1, z2, lambd=1.0, batchnorm=False, symmetric=True)
+    assert not torch.isfinite(loss)
+
+
 @pytest.mark.parametrize("relative", [False, True])
 def test_precondition_hook_keeps_the_loss_and_right_multiplies_the_gradient(relative):
     gen = torch.Generator().manual_seed(0)
