@@ -75,9 +75,13 @@ def main(argv=None) -> int:
         return 0
 
     s0 = L.effective_s0(W0, V)
-    steps = L.auto_steps(gamma[:args.d], s0, args.lr)
-    grid = L.record_grid(steps, 2000)
-    traj, w_all, c_all = timed(lambda: L.gd_eigenbasis(gamma, V, W0, args.lr, steps, grid))
+
+    def whole(lr: float):
+        """Every Euler step to saturation at ``lr`` (as the linear_sim rule runs it): steps, trajectory."""
+        n_steps = L.auto_steps(gamma[:args.d], s0, lr)
+        return n_steps, L.gd_eigenbasis(gamma, V, W0, lr, n_steps, L.record_grid(n_steps, 2000))
+
+    (steps, traj), w_all, c_all = timed(lambda: whole(args.lr))
     res = L.compare_with_theory(traj, gamma[:args.d], s0)
     print(f"whole simulation: {steps} Euler steps to t = {args.lr * steps:.2f} in {w_all:.2f} s wall, "
           f"{c_all:.2f} s CPU ({1e6 * w_all / steps:.1f} us/step; target <= 10 s)  [{load()}]")
@@ -85,8 +89,7 @@ def main(argv=None) -> int:
           f"{res['max_abs_eig_error']:.4f}, final loss = {res['final_loss']:.2e}")
     for factor in args.lr_scan or []:
         lr = args.lr / factor
-        n_steps = L.auto_steps(gamma[:args.d], s0, lr)
-        tr = L.gd_eigenbasis(gamma, V, W0, lr, n_steps, L.record_grid(n_steps, 2000))
+        n_steps, tr = whole(lr)
         r = L.compare_with_theory(tr, gamma[:args.d], s0)
         print(f"lr / {factor:g} = {lr:.3g} ({n_steps} steps): max tau_rel_error = {max(r['tau_rel_error']):.4f}, "
               f"max_abs_eig_error = {r['max_abs_eig_error']:.4f} (per mode: "
