@@ -1,6 +1,6 @@
 """Speed of the linear-model simulators on the paper setting (CIFAR-10, n = 500, m = 1200, d = 10).
 
-Prints steps/s of the eigenbasis simulator (``sslkit.linear.gd_eigenbasis``, O(d^2 m) per step)
+Prints steps/s of the eigenbasis simulator (``sslkit.theory.linear.gd_eigenbasis``, O(d^2 m) per step)
 and of the original-basis reference (``gd_reference``, O(d m^2) per step), their ratio, and the
 wall and CPU time of the whole CIFAR-10 simulation (every Euler step to saturation, as the
 ``linear_sim`` rule runs it). The machine's load average is printed beside each timing: other
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslkit import linear as L
+from sslkit.theory import linear as L
 
 
 def timed(fn):

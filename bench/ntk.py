@@ -1,4 +1,4 @@
-"""Speed and memory of the chunked empirical NTK (``sslkit.ntk.empirical_ntk``) on a small ResNet.
+"""Speed and memory of the chunked empirical NTK (``sslkit.theory.ntk.empirical_ntk``) on a small ResNet.
 
 FLOP model (all counts are FLOPs, one multiply-add = 2 FLOPs):
 
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sslkit.ntk import (activation_bytes_per_sample, chunk_size_for_budget, empirical_ntk,
+from sslkit.theory.ntk import (activation_bytes_per_sample, chunk_size_for_budget, empirical_ntk,
                         estimate_peak_bytes, n_parameters, plan_chunks)
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslkit.alignment import network_alignment, stacked_points, theory_alignment
+from sslkit.theory.alignment import network_alignment, stacked_points, theory_alignment
 from sslkit.io import load_json, save_json
-from sslkit.train import load_checkpoint
+from sslkit.training.engine import load_checkpoint
 
 
 def subset(K: np.ndarray, F: np.ndarray, n: int, n_sub: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Training throughput: images/s and model FLOP/s of one full SSL training step.
 
-A step = on-device augmentation of both views (sslkit.augment) + forward of both views + Barlow
-Twins loss + backward + LARS update, exactly as sslkit.train runs it (bf16 autocast and
+A step = on-device augmentation of both views (sslkit.training.augment) + forward of both views + Barlow
+Twins loss + backward + LARS update, exactly as sslkit.training.engine runs it (bf16 autocast and
 channels_last on CUDA). FLOPs per step are counted once with torch.utils.flop_counter (matmuls
 and convolutions, forward + backward; augmentation and element-wise work are not counted), so
 FLOP/s = counted FLOPs / measured step time ("model FLOP/s").
@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sslkit.augment import build_augment  # noqa: E402
-from sslkit.methods import make_method  # noqa: E402
-from sslkit.models import build_model  # noqa: E402
-from sslkit.optim import build_optimizer  # noqa: E402
+from sslkit.training.augment import build_augment  # noqa: E402
+from sslkit.training.methods import make_method  # noqa: E402
+from sslkit.training.networks import build_model  # noqa: E402
+from sslkit.training.optim import build_optimizer  # noqa: E402
 
 AUG = {"crop_scale": [0.08, 1.0], "crop_ratio": [0.75, 4 / 3], "flip_prob": 0.5, "jitter_prob": 0.8,
        "jitter": [0.4, 0.4, 0.2, 0.1], "grayscale_prob": 0.2, "blur_prob": [1.0, 0.1],

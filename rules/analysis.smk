@@ -1,4 +1,4 @@
-# Stage 4: analysis of the SSL runs (sslkit.analysis / spectrum / steps / probe; paper Sec. 6, App. D).
+# Stage 4: analysis of the SSL runs (sslkit.analysis.checkpoints / spectrum / steps / probe; paper Sec. 6, App. D).
 # Per run ({method}-{init}, any method/init, configured or not):
 #   analyze -> results/spectra/{dataset}/{run}.parquet (tidy: step, t, space, index, eigenvalue for
 #              embedding_C, embedding_cov and hidden_cov at every analysed checkpoint) + .summary.csv

@@ -1,17 +1,17 @@
 # Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
-import sslkit.alignment
+import sslkit.theory.alignment
 import sslkit.data
-import sslkit.models
-import sslkit.plots
-import sslkit.speedups
+import sslkit.training.networks
+import sslkit.viz.plots
+import sslkit.training.speedup_variants
 
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
-PLOT_SOURCES = sslkit.plots.SOURCES
-SSL_METHODS = list(sslkit.models.METHODS)
+PLOT_SOURCES = sslkit.viz.plots.SOURCES
+SSL_METHODS = list(sslkit.training.networks.METHODS)
 # init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
 SSL_INITS = ["small", "standard", "ntk"]
 METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
@@ -44,7 +44,7 @@ def pairs_crop(dataset):
 
 
 def mlp_settings(dataset):
-    """The config section mlp with the crop resolved for one dataset (for sslkit.mlp.MLPSettings)."""
+    """The config section mlp with the crop resolved for one dataset (for sslkit.experiments.mlp.MLPSettings)."""
     section = dict(config["mlp"])
     if section["crop"] is None:
         section["crop"] = sslkit.data.DEFAULT_CROP[dataset]
@@ -59,7 +59,7 @@ def train_params(method, init):
             f"train.methods lists '{method}' but the config has no methods.{method} section"
         )
     block = dict(config["methods"][method])
-    if not sslkit.speedups.is_active(block.get("speedups")):
+    if not sslkit.training.speedup_variants.is_active(block.get("speedups")):
         block.pop("speedups", None)  # all off: the runs do not depend on it
     other = [i for i in SSL_INITS if i != init]
     skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
@@ -143,7 +143,7 @@ def analysis_targets(dataset):
 
 def ntk_methods():
     """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
-    return sslkit.alignment.ntk_methods(config)
+    return sslkit.theory.alignment.ntk_methods(config)
 
 
 def ntk_run_manifest(dataset, method):

@@ -2,7 +2,7 @@
 # Their small-init runs are ordinary results/train/ runs; their spectra and steps come from the
 # analysis stage (rules/analysis.smk: results/spectra/, results/steps/). Here: the predictor's
 # eigenvalues against those of the embedding correlation F at every checkpoint (Tian's p_j^2 ~ s_j;
-# sslkit.noncontrastive), a summary per dataset and a figure.
+# sslkit.analysis.noncontrastive), a summary per dataset and a figure.
 
 
 rule noncontrastive_predictor:

@@ -1,4 +1,4 @@
-# Stage: trained embeddings vs the eNTK theory (paper App. E, Tables 1-2; sslkit.alignment).
+# Stage: trained embeddings vs the eNTK theory (paper App. E, Tables 1-2; sslkit.theory.alignment).
 # One set of n augmented pairs per dataset (shared by all methods), then per method: f_exp and the
 # scalarised eNTK K of the final checkpoint of run {method}-{ntk.init}, f_th (Eq. 49), the subspaces
 # P_exp, P_th, P_NTK and their alignments; finally Tables 1-2 as CSV, Markdown and LaTeX.

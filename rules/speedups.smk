@@ -1,5 +1,5 @@
-# Beyond the paper: the Appendix G speed-ups, measured (sslkit.speedups, sslkit.speedup_experiment).
-# Each (method, init, variant, seed) is a short sslkit.train run in its own folder
+# Beyond the paper: the Appendix G speed-ups, measured (sslkit.training.speedup_variants, sslkit.experiments.speedups).
+# Each (method, init, variant, seed) is a short sslkit.training.engine run in its own folder
 # results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/ (results/train/ is untouched);
 # a short learning-rate sweep tests G.3's claim of a larger stable lr; speedups_table measures
 # time-to-rank-k, final rank and probe accuracy, speedups_figure draws them.

@@ -1,4 +1,4 @@
-# Stage 3: SSL training of each method at each init scale (sslkit.train), and its training curves.
+# Stage 3: SSL training of each method at each init scale (sslkit.training.engine), and its training curves.
 # One run = results/train/{dataset}/{method}-{init}/: ckpt/step_XXXXXXXX.pt, history.csv and,
 # written last, manifest.json (checkpoint list with t = lr x step). A failed or killed job resumes
 # from its newest checkpoint when rerun.

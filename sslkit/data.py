@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .io import atomic_path, save_json, sha256_file
+from sslkit.io import atomic_path, save_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def prepare_dataset(name: str, out_dir: str | os.PathLike, **options) -> dict:
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:
-    from .io import load_json
+    from sslkit.io import load_json
 
     path = Path(data_dir) / "manifest.json"
     if not path.exists():
@@ -404,6 +404,6 @@ def make_pairs(images: np.ndarray, n: int, crop: int, seed: int = 0) -> dict[str
 
 
 def save_pairs(path: str | os.PathLike, pairs: dict[str, np.ndarray]) -> None:
-    from .io import save_npz
+    from sslkit.io import save_npz
 
     save_npz(path, **pairs)

@@ -2,9 +2,9 @@
 and the final probe accuracies (from the steps json and probe tables)."""
 import pandas as pd
 
-from sslkit import spectrum
+from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     rows = []

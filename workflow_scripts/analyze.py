@@ -3,11 +3,12 @@ and threshold counts at every analysed checkpoint of one run, on one fixed set o
 import time
 from pathlib import Path
 
-from sslkit import analysis, spectrum
+from sslkit.analysis import checkpoints as analysis
+from sslkit.analysis import spectra as spectrum
 from sslkit.data import load_split
 from sslkit.io import load_json
-from sslkit.train import select_device
-from sslkit.workflow import script_run
+from sslkit.training.engine import select_device
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sslkit import plots, spectrum
+from sslkit.viz import plots
+from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     labels = snakemake.params.labels

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from sslkit.data import load_split, make_pairs, save_pairs
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

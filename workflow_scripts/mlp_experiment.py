@@ -1,10 +1,10 @@
-"""Rule mlp_experiment: wide MLP trained with Barlow Twins vs the kernelised theory (sslkit.mlp)."""
+"""Rule mlp_experiment: wide MLP trained with Barlow Twins vs the kernelised theory (sslkit.experiments.mlp)."""
 from pathlib import Path
 
 from sslkit.data import load_split
 from sslkit.io import save_json, save_npz
-from sslkit.mlp import MLPSettings, run_mlp_experiment
-from sslkit.workflow import script_run
+from sslkit.experiments.mlp import MLPSettings, run_mlp_experiment
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     out = snakemake.output

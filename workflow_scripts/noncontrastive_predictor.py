@@ -3,8 +3,8 @@ from pathlib import Path
 
 from sslkit.data import load_split
 from sslkit.io import load_json, save_json
-from sslkit.noncontrastive import predictor_records
-from sslkit.workflow import script_run
+from sslkit.analysis.noncontrastive import predictor_records
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     man = load_json(snakemake.input.manifest)

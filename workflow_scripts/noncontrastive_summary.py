@@ -1,7 +1,7 @@
 """Rule noncontrastive_summary: steps (analysis stage) and predictor invariance per method."""
 from sslkit.io import load_json, save_json
-from sslkit.noncontrastive import summarise
-from sslkit.workflow import script_run
+from sslkit.analysis.noncontrastive import summarise
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     out = {"init": snakemake.params.init, "methods": {}}

@@ -1,13 +1,13 @@
-"""Rule ntk_pairs: the n augmented positive pairs all methods' eNTK comparisons share (sslkit.alignment)."""
+"""Rule ntk_pairs: the n augmented positive pairs all methods' eNTK comparisons share (sslkit.theory.alignment)."""
 from pathlib import Path
 
 import numpy as np
 
-from sslkit.alignment import augmented_pairs
-from sslkit.augment import build_augment
+from sslkit.theory.alignment import augmented_pairs
+from sslkit.training.augment import build_augment
 from sslkit.data import load_split
 from sslkit.io import load_json, save_npz
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params.pairs

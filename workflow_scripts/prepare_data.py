@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from sslkit.data import prepare_dataset
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     out_dir = Path(snakemake.output.manifest).parent

@@ -2,12 +2,13 @@
 train/test images (the run's normalisation), at every analysed checkpoint of one run."""
 from pathlib import Path
 
-from sslkit import analysis, spectrum
-from sslkit.augment import eval_transform
+from sslkit.analysis import checkpoints as analysis
+from sslkit.analysis import spectra as spectrum
+from sslkit.training.augment import eval_transform
 from sslkit.data import load_split
 from sslkit.io import load_json
-from sslkit.train import select_device
-from sslkit.workflow import script_run
+from sslkit.training.engine import select_device
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

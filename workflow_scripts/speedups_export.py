@@ -2,7 +2,7 @@
 import shutil
 
 from sslkit.io import atomic_path
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     with atomic_path(snakemake.output.table) as tmp:

@@ -4,9 +4,9 @@ import shutil
 from pathlib import Path
 
 from sslkit.io import save_json
-from sslkit.speedup_experiment import eigen_history, resolve_variant_run
-from sslkit.train import NonFiniteLossError, data_stats, load_training_images, read_history, train
-from sslkit.workflow import script_run
+from sslkit.experiments.speedups import eigen_history, resolve_variant_run
+from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, read_history, train
+from sslkit.rule_script import script_run
 
 wc = snakemake.wildcards
 with script_run(snakemake, log_params={}) as (tracker, config):

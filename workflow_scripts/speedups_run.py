@@ -1,10 +1,10 @@
-"""Rule speedups_run: one short sslkit.train run of a speed-up variant, then a probe of its last checkpoint."""
+"""Rule speedups_run: one short sslkit.training.engine run of a speed-up variant, then a probe of its last checkpoint."""
 from pathlib import Path
 
 from sslkit.io import save_json
-from sslkit.speedup_experiment import probe_final, resolve_variant_run
-from sslkit.train import NonFiniteLossError, data_stats, load_training_images, train
-from sslkit.workflow import script_run
+from sslkit.experiments.speedups import probe_final, resolve_variant_run
+from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, train
+from sslkit.rule_script import script_run
 
 wc = snakemake.wildcards
 with script_run(snakemake, log_params={}) as (tracker, config):

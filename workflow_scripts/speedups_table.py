@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sslkit import speedup_experiment as X
+from sslkit.experiments import speedups as X
 from sslkit.io import atomic_path, load_json, save_json
-from sslkit.train import read_history
-from sslkit.workflow import script_run
+from sslkit.training.engine import read_history
+from sslkit.rule_script import script_run
 
 with script_run(snakemake, log_params={"ks": snakemake.params.ks}) as (tracker, config):
     ks = [int(k) for k in snakemake.params.ks]

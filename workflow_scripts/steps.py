@@ -1,10 +1,11 @@
-"""Rule steps: learning steps of one run from its spectra table (sslkit.steps via
-sslkit.analysis.steps_from_table): embedding steps, sequential or not, Fig. 5's hidden coincidence."""
+"""Rule steps: learning steps of one run from its spectra table (sslkit.analysis.steps via
+sslkit.analysis.checkpoints.steps_from_table): embedding steps, sequential or not, Fig. 5's hidden coincidence."""
 import numpy as np
 
-from sslkit import analysis, spectrum
+from sslkit.analysis import checkpoints as analysis
+from sslkit.analysis import spectra as spectrum
 from sslkit.io import save_json
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     wc = snakemake.wildcards

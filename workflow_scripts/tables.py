@@ -1,10 +1,10 @@
-"""Rule tables: Tables 1-2 (CSV, Markdown, LaTeX) from the per-method eNTK alignments (sslkit.tables)."""
+"""Rule tables: Tables 1-2 (CSV, Markdown, LaTeX) from the per-method eNTK alignments (sslkit.analysis.tables)."""
 import numpy as np
 
-from sslkit import tables as tb
-from sslkit.alignment import pairwise_alignments
+from sslkit.analysis import tables as tb
+from sslkit.theory.alignment import pairwise_alignments
 from sslkit.io import atomic_path, load_json
-from sslkit.workflow import script_run
+from sslkit.rule_script import script_run
 
 
 def write(path, text):

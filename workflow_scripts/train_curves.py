@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from sslkit.io import load_json
-from sslkit.plots import save_figure, style, training_curves
-from sslkit.train import read_history
-from sslkit.workflow import script_run
+from sslkit.viz.plots import save_figure, style, training_curves
+from sslkit.training.engine import read_history
+from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     manifest = load_json(snakemake.input.manifest)

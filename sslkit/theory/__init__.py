@@ -1,0 +1,7 @@
+"""The paper's theory, in closed form or exact computation (numpy; torch only for the eNTK).
+
+- ``linear``: the linear model of Sec. 4 (Prop. 4.1, Eq. 16, App. C) and its gradient-descent check;
+- ``kernel``: the kernelised theory of Sec. 5 (K_Gamma, predicted embeddings, alignment a(P, Q));
+- ``ntk``: the empirical neural tangent kernel of a network (App. E);
+- ``alignment``: trained embeddings against the kernel theory (Tables 1-2).
+"""

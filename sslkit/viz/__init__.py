@@ -1,0 +1,1 @@
+"""Figures: one function per figure in ``plots``, one style (``stepwise.mplstyle``)."""

@@ -1,0 +1,150 @@
+"""Training engine: outputs, resume identical to an uninterrupted run, NaN handling, config errors."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from sslkit.training import engine as T
+from sslkit.training.augment import eval_transform
+from sslkit.config import ConfigError, load_config
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return np.rint(d.images * 255 / 16).astype(np.uint8)[:400, :, :, None]
+
+
+def tiny_config(method="barlow_twins", steps=20):
+    cfg = load_config()
+    cfg["train"].update({"encoder": {"arch": "resnet18", "width": 0.0625, "small_stem": True},
+                         "checkpoints": {"log_points": 0, "every": 5},
+                         "eval": {"batch_size": 64, "every": 2, "log_points": 0, "rank_tol": 0.01,
+                                  "mlflow_top": 4},
+                         "progress": False})
+    m = cfg["methods"][method]
+    m.update({"batch_size": 32, "steps": steps})
+    m["projector"].update({"hidden": [16], "dim": 4})
+    if "predictor" in m:
+        m["predictor"]["hidden"] = [8]
+    return cfg
+
+
+def resolve(cfg, method, digits, init="small"):
+    return T.resolve_run_config(cfg, method, init, T.data_stats(digits), "digits")
+
+
+def test_outputs_follow_the_contract(tmp_path, digits):
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config(), "barlow_twins", digits)
+    res = T.train(rc, digits, tmp_path / "run")
+    m = res.manifest
+    assert m["complete"] and res.complete
+    assert {k: m[k] for k in ("dataset", "method", "init", "steps", "batch_size", "image_size")} == {
+        "dataset": "digits", "method": "barlow_twins", "init": "small", "steps": 20, "batch_size": 32,
+        "image_size": 8}
+    assert [c["step"] for c in m["checkpoints"]] == [0, 5, 10, 15, 20]
+    for c in m["checkpoints"]:
+        assert c["t"] == pytest.approx(m["lr"] * c["step"]) and c["epoch"] == pytest.approx(c["step"] * 32 / 400)
+        assert (tmp_path / "run" / c["path"]).is_file()
+    assert m["run_config"]["loss"] == {"lambda": 1.0, "batchnorm": False, "scale": 1.0, "symmetric": True}
+    h = T.read_history(tmp_path / "run" / m["history"])
+    assert list(h["step"]) == sorted(set(range(0, 21, 2)) | {5, 15})
+    d = rc["method_config"]["projector"]["dim"]
+    eig_c = h[[f"eig_C_{j}" for j in range(d)]].to_numpy()
+    assert np.all(np.diff(eig_c, axis=1) <= 1e-12)           # descending
+    assert {"t", "t_eff", "epoch", "loss", "loss_eval", "lr", "images_per_s", "rank"} <= set(h.columns)
+    assert np.isnan(h["loss"][0]) and np.all(np.isfinite(h["loss"][1:]))
+    # the history's mean loss between rows equals the mean of the per-step losses
+    assert h["loss"][1] == pytest.approx(np.mean([res.losses[0], res.losses[1]]), rel=1e-6)
+    # load_checkpoint: eval-ready model with the documented interface
+    model, rc2 = T.load_checkpoint(tmp_path / "run" / m["checkpoints"][-1]["path"])
+    assert rc2 == m["run_config"] and not model.training
+    x = eval_transform(torch.from_numpy(digits[:5]), rc2)
+    assert model.hidden(x).shape == (5, 32) and model.embed(x).shape == (5, d)
+
+
+def test_resume_after_kill_is_identical(tmp_path, digits):
+    """k steps, a simulated kill between checkpoints, resume to 2k == the uninterrupted 2k run."""
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config("byol", steps=20), "byol", digits)
+    full = T.train(rc, digits, tmp_path / "full")
+    part = T.train(copy.deepcopy(rc), digits, tmp_path / "part", stop_at=13)
+    assert not part.complete and not (tmp_path / "part" / "manifest.json").exists()
+    assert [s for s, _ in T.find_checkpoints(tmp_path / "part")] == [0, 5, 10]
+    rest = T.train(copy.deepcopy(rc), digits, tmp_path / "part")
+    assert rest.start_step == 10 and rest.complete
+    # the manifest's time covers both sessions (the first one up to its checkpoint at step 10)
+    assert rest.manifest["cpu_time_s"] > rest.manifest["session_cpu_time_s"] > 0
+    assert {s: rest.losses[s] for s in range(10, 20)} == {s: full.losses[s] for s in range(10, 20)}
+    a = torch.load(tmp_path / "full/ckpt/step_00000020.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part/ckpt/step_00000020.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha = T.read_history(tmp_path / "full/history.csv").drop(columns=["images_per_s"])
+    hb = T.read_history(tmp_path / "part/history.csv").drop(columns=["images_per_s"])
+    assert ha.equals(hb)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, digits, monkeypatch):
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config("simclr"), "simclr", digits)
+    from sslkit.training import methods
+
+    orig = methods.SimCLR.loss
+
+    def poisoned(self, x1, x2, step, update=True):
+        loss, z1, z2 = orig(self, x1, x2, step, update)
+        return (loss * float("nan") if step >= 7 and update else loss), z1, z2
+
+    monkeypatch.setattr(methods.SimCLR, "loss", poisoned)
+    with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at step 7 of simclr-small") as err:
+        T.train(rc, digits, tmp_path / "run")
+    assert "step_00000005.pt" in str(err.value) and "learning rate" in str(err.value)
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    model, _ = T.load_checkpoint(tmp_path / "run/ckpt/step_00000005.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_changed_config_refuses_to_resume(tmp_path, digits):
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config(steps=5), "barlow_twins", digits)
+    T.train(rc, digits, tmp_path / "run", stop_at=5)
+    rc2 = copy.deepcopy(rc)
+    rc2["optimizer"]["lr"] = 0.123
+    rc2["lr"] = 0.123
+    with pytest.raises(ConfigError, match=r"optimizer.lr: .* -> 0.123.*Delete"):
+        T.train(rc2, digits, tmp_path / "run")
+    rc3 = copy.deepcopy(rc)
+    rc3["runtime"]["progress"] = True   # runtime settings may change between sessions
+    assert T.train(rc3, digits, tmp_path / "run").start_step == 5
+
+
+def test_resolve_errors_name_the_key(digits):
+    cfg = tiny_config()
+    del cfg["methods"]["vicreg"]
+    with pytest.raises(ConfigError, match="methods.vicreg"):
+        resolve(cfg, "vicreg", digits)
+    cfg = tiny_config()
+    cfg["methods"]["simclr"]["batch_size"] = 10_000
+    with pytest.raises(ConfigError, match="methods.simclr.batch_size"):
+        resolve(cfg, "simclr", digits)
+
+
+def test_standard_init_and_schedule_resolution(digits):
+    cfg = tiny_config()
+    cfg["methods"]["barlow_twins"].update({"steps": None, "epochs": 3})
+    cfg["methods"]["barlow_twins"]["schedule"] = {"warmup_epochs": 1, "decay": "cosine", "final_factor": 0.001}
+    rc = resolve(cfg, "barlow_twins", digits, init="standard")
+    assert rc["steps"] == 3 * (400 // 32) and rc["schedule"]["warmup_steps"] == 400 // 32
+    assert rc["init_scale"] == 1.0 and rc["loss"]["lambda"] == cfg["methods"]["barlow_twins"]["loss"]["lambda"]
+
+
+def test_checkpoint_schedule_resolves_early_steps():
+    s = T.checkpoint_steps(10_000, 12, 2500)
+    assert s[0] == 0 and s[-1] == 10_000 and {1, 2500, 5000, 7500} <= set(s)
+    assert sum(1 for x in s if x < 100) >= 5

@@ -1,0 +1,314 @@
+"""Appendix G speed-ups (sslkit.training.speedup_variants) against their definitions and hand computations, the
+experiment's measures (sslkit.experiments.speedups), and a tiny Snakemake run of rules/speedups.smk."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sslkit.training import losses as L
+from sslkit.experiments import speedups as X
+from sslkit.training import speedup_variants as S
+
+torch.set_num_threads(1)
+
+
+def _diag_pair(c: np.ndarray, n: int = 40, seed: int = 0):
+    """z1, z2 (n x d, float64) whose symmetrised cross-correlation is exactly diag(c)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, len(c))))
+    z1 = q * np.sqrt(n * np.abs(c))
+    z2 = z1 * np.sign(c)
+    return torch.tensor(z1, requires_grad=True), torch.tensor(z2, requires_grad=True)
+
+
+def _random_sym(d: int, eigs, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    return q @ torch.diag(torch.as_tensor(eigs, dtype=torch.float64)) @ q.T
+
+
+# ---------------------------------------------------------------------------------------------
+# G.2 / G.3 losses
+# ---------------------------------------------------------------------------------------------
+
+C_DIAG = np.array([2.3, 1.0, 0.49, 0.04, 1e-6, -0.25])
+
+
+@pytest.mark.parametrize("lambd", [1.0, 0.0051])
+def test_sharpened_loss_equals_elementwise_definition_on_diagonal_C(lambd):
+    z1, z2 = _diag_pair(C_DIAG)
+    c = L.cross_correlation(z1, z2, symmetric=True).detach().numpy()
+    np.testing.assert_allclose(c, np.diag(C_DIAG), atol=1e-12)
+    got = S.barlow_twins_spectral_loss(z1, z2, lambd=lambd, transform="sqrt")
+    want = sum((1 - math.copysign(abs(x) ** 0.5, x)) ** 2 for x in C_DIAG)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-10)
+
+
+def test_smooth_and_quartic_losses_equal_their_definitions_on_diagonal_C():
+    z1, z2 = _diag_pair(C_DIAG)
+    for eps in (0.0, 0.1):
+        got = S.barlow_twins_spectral_loss(z1, z2, transform="smooth", cfg={"smooth_eps": eps})
+        want = sum((1 - min(x, 1 + eps * (1 - x))) ** 2 for x in C_DIAG)
+        assert float(got.detach()) == pytest.approx(want, rel=1e-10)
+    got = S.barlow_twins_spectral_loss(z1, z2, power=4)
+    assert float(got.detach()) == pytest.approx(sum((1 - x) ** 4 for x in C_DIAG), rel=1e-10)
+
+
+def test_identity_transform_is_the_original_symmetrised_loss_and_quartic_is_trace_power_4():
+    g = torch.Generator().manual_seed(1)
+    z1 = torch.randn(50, 5, dtype=torch.float64, generator=g)
+    z2 = z1 + 0.3 * torch.randn(50, 5, dtype=torch.float64, generator=g)
+    for lambd in (1.0, 0.0051):
+        a = S.barlow_twins_spectral_loss(z1, z2, lambd=lambd)
+        b = L.barlow_twins_loss(z1, z2, lambd=lambd, batchnorm=False, symmetric=True)
+        assert float(a) == pytest.approx(float(b), rel=1e-12)
+    c = L.cross_correlation(z1, z2, symmetric=True)
+    m = c - torch.eye(5, dtype=torch.float64)
+    lam = torch.linalg.eigvalsh(c)
+    quart = S.barlow_twins_spectral_loss(z1, z2, power=4)
+    assert float(quart.detach()) == pytest.approx(float(torch.trace(m @ m @ m @ m)), rel=1e-10)
+    assert float(quart.detach()) == pytest.approx(float(((1 - lam) ** 4).sum()), rel=1e-10)
+
+
+def test_g3_functions_match_definitions():
+    lam = torch.tensor([-1.0, 0.0, 0.3, 1.0, 1.5, 4.0], dtype=torch.float64)
+    np.testing.assert_allclose(S.g_smooth(lam).numpy(), [-1, 0, 0.3, 1, 1, 1])
+    np.testing.assert_allclose(S.g_smooth(lam, 0.1).numpy(), [-1, 0, 0.3, 1, 0.95, 0.7])
+    np.testing.assert_allclose(S.g_smooth_prime(lam, 0.1).numpy(), [1, 1, 1, 1, -0.1, -0.1])
+    np.testing.assert_allclose(S.g_sqrt(lam).numpy(), [-1, 0, 0.3 ** 0.5, 1, 1.5 ** 0.5, 2])
+    np.testing.assert_allclose(S.g_sqrt_prime(torch.tensor([0.25, -4.0, 0.0]), 1e-8).numpy(),
+                               [1.0, 0.25, 0.5e4], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# stable gradient through the eigendecomposition
+# ---------------------------------------------------------------------------------------------
+
+def test_spectral_gradient_matches_finite_differences_on_separated_eigenvalues():
+    c = _random_sym(4, [0.2, 0.7, 1.6, 3.0]).requires_grad_()
+    for g, gp in ((S.g_sqrt, S.g_sqrt_prime), (S.g_smooth, S.g_smooth_prime)):
+        assert torch.autograd.gradcheck(lambda m: S.spectral_function(0.5 * (m + m.T), g, gp), (c,))
+
+
+def test_spectral_gradient_finite_at_nearly_equal_eigenvalues():
+    d = 5
+    # two pairs of (nearly) equal eigenvalues, one of them at zero where g_sqrt' is infinite
+    c = _random_sym(d, [0.5, 0.5 + 1e-13, 0.0, 1e-15, 2.0], seed=3).requires_grad_()
+    w = _random_sym(d, [1.0, -2.0, 0.5, 3.0, 0.1], seed=4)  # random symmetric weights
+    loss = (S.spectral_function(c, S.g_sqrt, S.g_sqrt_prime) * w).sum()
+    (grad,) = torch.autograd.grad(loss, c)
+    assert torch.isfinite(grad).all()
+    # hand computation (Daleckii-Krein): equal eigenvalues l_i = l_j use g'(l); pairs use the divided difference
+    lam, u = torch.linalg.eigh(c.detach())
+    gl = S.g_sqrt(lam)
+    gp = S.g_sqrt_prime(lam)
+    k = torch.empty(d, d, dtype=torch.float64)
+    for i in range(d):
+        for j in range(d):
+            k[i, j] = gp[i] if abs(lam[i] - lam[j]) < 1e-9 else (gl[i] - gl[j]) / (lam[i] - lam[j])
+    want = u @ (k * (u.T @ w @ u)) @ u.T
+    torch.testing.assert_close(grad, want, rtol=1e-6, atol=1e-6)
+    # whereas autograd through eigh itself is not finite here
+    c2 = c.detach().clone().requires_grad_()
+    lam2, u2 = torch.linalg.eigh(c2)
+    naive = ((u2 * S.g_sqrt(lam2)) @ u2.T * w).sum()
+    (g2,) = torch.autograd.grad(naive, c2)
+    assert not torch.isfinite(g2).all() or g2.abs().max() > 1e6
+
+
+def test_sharpened_loss_trains_from_zero_with_finite_gradients():
+    z = torch.zeros(32, 4, dtype=torch.float64, requires_grad=True)  # C = 0: all eigenvalues equal, at 0
+    loss = S.barlow_twins_spectral_loss(z, z, transform="sqrt")
+    loss.backward()
+    assert float(loss) == pytest.approx(4.0) and torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# G.1 preconditioning hook
+# ---------------------------------------------------------------------------------------------
+
+def test_precondition_hook_leaves_diverged_embeddings_to_the_trainer():
+    """Non-finite embeddings (a diverged run) get no hook and no eigensolver error: the loss is
+    non-finite, which the trainer reports as NonFiniteLossError (recorded as 'diverged')."""
+    w = torch.ones(6, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(24, 6, dtype=torch.float64)
+    x[3, 2] = float("nan")
+    z1, z2 = x @ w, x @ w
+    S.attach_preconditioner(z1, z2, 0.1, True)
+    loss = L.barlow_twins_loss(z1, z2, lambd=1.0, batchnorm=False, symmetric=True)
+    assert not torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_precondition_hook_keeps_the_loss_and_right_multiplies_the_gradient(relative):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 6, dtype=torch.float64, generator=gen)
+    xp = x + 0.2 * torch.randn(24, 6, dtype=torch.float64, generator=gen)
+    w0 = 0.3 * torch.randn(6, 4, dtype=torch.float64, generator=gen)
+    alpha = 0.05
+
+    def run(hook: bool):
+        w = w0.clone().requires_grad_()
+        z1, z2 = x @ w, xp @ w
+        z1.retain_grad()
+        z2.retain_grad()
+        if hook:
+            S.attach_preconditioner(z1, z2, alpha, relative)
+        loss = L.barlow_twins_loss(z1, z2, lambd=1.0, batchnorm=False, symmetric=True)
+        loss.backward()
+        return float(loss), w.grad
+
+    loss0, gw0 = run(False)
+    loss1, gw1 = run(True)
+    assert loss1 == loss0
+    # hand computation with numpy: dL/dF by the closed form of ||C - I||^2, P from its definition
+    f1, f2 = (x @ w0).numpy(), (xp @ w0).numpy()
+    n = f1.shape[0]
+    c = (f1.T @ f2 + f2.T @ f1) / (2 * n)
+    dc = 2 * (c - np.eye(4))
+    g1, g2 = f2 @ dc / n, f1 @ dc / n  # dL/dz1, dL/dz2
+    F = np.vstack([f1, f2])
+    if relative:
+        s = F.T @ F / (2 * n)
+        p = (1 + alpha) * np.linalg.inv(s / np.linalg.eigvalsh(s)[-1] + alpha * np.eye(4))
+    else:
+        p = np.linalg.inv(F.T @ F + alpha * np.eye(4))
+    np.testing.assert_allclose(gw0.numpy(), x.numpy().T @ g1 + xp.numpy().T @ g2, rtol=1e-10)
+    np.testing.assert_allclose(gw1.numpy(), x.numpy().T @ (g1 @ p) + xp.numpy().T @ (g2 @ p), rtol=1e-9)
+    assert not np.allclose(gw1.numpy(), gw0.numpy())
+
+
+def test_relative_preconditioner_gains():
+    f = torch.tensor(np.diag([3.0, 1.0, 0.0]) @ np.eye(3), dtype=torch.float64).repeat(4, 1)
+    p = S.precondition_matrix(f, 0.1, relative=True).numpy()
+    # S/s_max = diag(1, 1/9, 0): gains (1.1)/(1.1), 1.1/(1/9 + 0.1), 1.1/0.1
+    np.testing.assert_allclose(np.diag(p), [1.0, 1.1 / (1 / 9 + 0.1), 11.0], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# wiring into methods and run configs
+# ---------------------------------------------------------------------------------------------
+
+def test_methods_use_the_variants_and_reject_bt_only_ones_elsewhere():
+    from sslkit.config import ConfigError, load_config
+    from sslkit.training.methods import make_method
+    from sslkit.training.networks import build_model
+    from sslkit.training.engine import resolve_run_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
+    stats = {"n_train": 256, "height": 8, "width": 8, "channels": 1, "mean": [0.3], "std": [0.3]}
+    rc = resolve_run_config(cfg, "barlow_twins", "small", stats, "digits")
+    assert "speedups" not in rc  # off: run config unchanged (existing checkpoints still resume)
+    x1 = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x2 = x1 + 0.1
+    torch.manual_seed(0)
+    model = build_model(rc)
+    base = float(make_method(model, rc).loss(x1, x2, 0)[0])
+    z1, z2 = model.embed(x1).float(), model.embed(x2).float()
+    for sp, want in (({"transform": "sqrt"}, S.barlow_twins_spectral_loss(z1, z2, transform="sqrt")),
+                     ({"power": 4}, S.barlow_twins_spectral_loss(z1, z2, power=4)),
+                     ({"precondition": True}, base)):
+        cfg["methods"]["barlow_twins"]["speedups"].update(sp)
+        rcv = resolve_run_config(cfg, "barlow_twins", "small", stats, "digits")
+        assert rcv["speedups"]["transform"] == sp.get("transform", "identity")
+        assert float(make_method(model, rcv).loss(x1, x2, 0)[0]) == pytest.approx(float(want), rel=1e-5)
+        cfg["methods"]["barlow_twins"]["speedups"].update(S.DEFAULTS)
+    cfg["methods"]["simclr"]["speedups"]["transform"] = "sqrt"
+    with pytest.raises(ConfigError, match="speedups"):
+        resolve_run_config(cfg, "simclr", "small", stats, "digits")
+
+
+# ---------------------------------------------------------------------------------------------
+# experiment measures
+# ---------------------------------------------------------------------------------------------
+
+def test_rank_times_and_speedup_factors():
+    t = np.array([0.0, 1, 2, 3, 4])
+    eigs = np.array([[1e-3, 1e-5, 1e-6], [1, 1e-5, 1e-6], [1, 1e-3, 1e-6], [1, 0.8, 1e-5], [1, 1, 0.9]])
+    assert X.rank_times(t, eigs, 0.5, [1, 2, 3]) == {1: 1.0, 2: 3.0, 3: 4.0}
+    assert math.isnan(X.rank_times(t[:3], eigs[:3], 0.5, [2])[2])
+    rows = []
+    for seed, (tb, tv) in enumerate([(8.0, 2.0), (6.0, 3.0)]):
+        rows += [{"method": "bt", "init": "small", "variant": "baseline", "seed": seed, "k": 2,
+                  "time_to_rank_k": tb, "final_rank": 3, "probe_accuracy": 0.5},
+                 {"method": "bt", "init": "small", "variant": "fast", "seed": seed, "k": 2,
+                  "time_to_rank_k": tv, "final_rank": 3, "probe_accuracy": 0.6},
+                 {"method": "bt", "init": "small", "variant": "never", "seed": seed, "k": 2,
+                  "time_to_rank_k": math.nan, "final_rank": 1, "probe_accuracy": 0.4}]
+    f = X.speedup_table(pd.DataFrame(rows)).set_index("variant")
+    assert f.loc["fast", "speedup_median"] == pytest.approx(3.0)  # median of 4 and 2
+    assert (f.loc["fast", "speedup_min"], f.loc["fast", "speedup_max"]) == (2.0, 4.0)
+    assert f.loc["never", "speedup_median"] == 0.0 and f.loc["baseline", "speedup_median"] == 1.0
+    assert X.largest_stable([{"variant": "a", "factor": 1, "stable": True}, {"variant": "a", "factor": 4, "stable": False},
+                             {"variant": "a", "factor": 2, "stable": True}, {"variant": "b", "factor": 1, "stable": False}]) \
+        == {"a": 2.0, "b": None}
+
+
+def test_grown_threshold_pools_runs():
+    a = np.array([[1e-6, 1e-6], [1.0, 1e-6]])
+    b = np.array([[1e-6, 1e-6], [1.0, 1.0]])
+    bands = X.grown_threshold([a, b])
+    assert 1e-6 < bands["upper"] < 1.0 and bands["separated"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules end to end (tiny)
+# ---------------------------------------------------------------------------------------------
+
+SMOKE = """
+train:
+  encoder: {arch: resnet18, width: 0.0625, small_stem: true}
+  eval: {batch_size: 64, every: 5, log_points: 0, rank_tol: 0.01, mlflow_top: 4}
+  progress: false
+methods:
+  barlow_twins:
+    batch_size: 32
+    projector: {hidden: [16], dim: 4, batchnorm: true, last_bias: false}
+  simclr:
+    batch_size: 32
+    projector: {hidden: [16], dim: 4, batchnorm: true, last_bias: false}
+analysis:
+  probe: {max_train: 200, max_test: 100}
+speedups:
+  methods:
+    barlow_twins: [baseline, sharpen, quartic]
+    simclr: [baseline, precondition]
+    vicreg: []
+  inits: [small]
+  seeds: [0]
+  steps: {barlow_twins: 12, simclr: 12}
+  eval_every: 3
+  ks: [1, 2]
+  lr_sweep: {method: barlow_twins, init: small, variants: [baseline], factors: [1, 1000], steps: 6, blowup: 10.0}
+"""
+
+
+def test_speedups_rules_tiny_run(repo, tmp_path):
+    (tmp_path / "config").symlink_to(repo / "config")
+    (tmp_path / "smoke.yaml").write_text(SMOKE)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    targets = ["results/tables/speedups.csv", "results/figures/speedups_digits.png"]
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--cores", "2",
+                        "--configfile", "smoke.yaml", "--", *targets], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    table = pd.read_csv(tmp_path / "results/tables/speedups.csv")
+    assert list(table.columns) == X.TABLE_COLUMNS
+    assert len(table) == (3 + 2) * 2  # runs x ks
+    assert set(table["variant"]) == {"baseline", "sharpen", "quartic", "precondition"}
+    assert table["probe_accuracy"].between(0, 1).all()
+    from sslkit.io import load_json
+
+    summary = load_json(tmp_path / "results/speedups/digits/summary.json")
+    assert {r["factor"] for r in summary["lr_sweep"]} == {1.0, 1000.0}
+    man = load_json(tmp_path / "results/speedups/digits/barlow_twins-small-sharpen-s0/manifest.json")
+    assert man["steps"] == 12 and man["run_config"]["speedups"]["transform"] == "sqrt"
+    assert not (tmp_path / "results/train").exists()  # the experiment has its own run folders
+    assert (tmp_path / "results/figures/speedups_digits.pdf").stat().st_size > 0
