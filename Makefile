@@ -18,12 +18,10 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-# The README's DAG picture (Graphviz's dot when installed, else sslkit.dag's matplotlib drawing).
+# The README's rule graph: Snakemake's Mermaid output between the rulegraph markers of README.md
+# (GitHub draws it); CI checks that it is current.
 dag: $(STAMP)
-	mkdir -p docs
-	$(BIN)/snakemake --rulegraph 2>/dev/null > docs/rulegraph.dot
-	if command -v dot >/dev/null; then dot -Tsvg docs/rulegraph.dot > docs/dag.svg; \
-	else $(BIN)/python -m sslkit.dag docs/dag.svg < docs/rulegraph.dot; fi
+	$(BIN)/snakemake --rulegraph mermaid-js 2>/dev/null | $(BIN)/python .ci/rulegraph.py README.md
 
 # Self-contained HTML report of a finished run: every figure and table with its caption.
 report: $(STAMP)

@@ -34,6 +34,6 @@ include: "rules/noncontrastive.smk"  # BYOL/DirectPred/DirectCopy: noncontrastiv
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -10,11 +10,22 @@
 
 rule analyze:
     input:
-        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
-        data="results/data/{dataset}/manifest.json",
+        manifest=rules.train.output.manifest,
+        data=rules.prepare_data.output.manifest,
     output:
         spectra="results/spectra/{dataset}/{method}-{init}.parquet",
         summary="results/spectra/{dataset}/{method}-{init}.summary.csv",
+    log:
+        "logs/analyze/{dataset}/{method}-{init}.log",
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+        init="|".join(SSL_INITS),
+    conda:
+        "../envs/sslkit.yaml"
+    threads: config["analysis"]["threads"]
+    resources:
+        mem_mb=config["analysis"]["mem_mb"],
+        gpu=GPU_PER_JOB,
     params:
         pairs=config["analysis"]["pairs"],
         checkpoint_every=config["analysis"]["checkpoint_every"],
@@ -22,225 +33,119 @@ rule analyze:
         thresholds=config["analysis"]["thresholds"],
         bn_stats=config["analysis"]["bn_stats"],
         device=config["train"]["device"],
-    wildcard_constraints:
-        method="|".join(SSL_METHODS),
-        init="|".join(SSL_INITS),
-    log:
-        "logs/analyze/{dataset}/{method}-{init}.log",
-    threads: config["analysis"]["threads"]
-    resources:
-        mem_mb=config["analysis"]["mem_mb"],
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/analyze.py"
 
 
 rule steps:
     input:
-        spectra="results/spectra/{dataset}/{method}-{init}.parquet",
+        spectra=rules.analyze.output.spectra,
     output:
         steps="results/steps/{dataset}/{method}-{init}.json",
-    params:
-        steps=config["analysis"]["steps"],
+    log:
+        "logs/steps/{dataset}/{method}-{init}.log",
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
-    log:
-        "logs/steps/{dataset}/{method}-{init}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        steps=config["analysis"]["steps"],
     script:
         "../workflow_scripts/steps.py"
 
 
 rule probe:
     input:
-        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
-        data="results/data/{dataset}/manifest.json",
+        manifest=rules.train.output.manifest,
+        data=rules.prepare_data.output.manifest,
     output:
         probe="results/probe/{dataset}/{method}-{init}.csv",
+    log:
+        "logs/probe/{dataset}/{method}-{init}.log",
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+        init="|".join(SSL_INITS),
+    conda:
+        "../envs/sslkit.yaml"
+    threads: config["analysis"]["threads"]
+    resources:
+        mem_mb=config["analysis"]["mem_mb"],
+        gpu=GPU_PER_JOB,
     params:
         probe=config["analysis"]["probe"],
         checkpoint_every=config["analysis"]["checkpoint_every"],
         batch_size=config["analysis"]["batch_size"],
         bn_stats=config["analysis"]["bn_stats"],
         device=config["train"]["device"],
-    wildcard_constraints:
-        method="|".join(SSL_METHODS),
-        init="|".join(SSL_INITS),
-    log:
-        "logs/probe/{dataset}/{method}-{init}.log",
-    threads: config["analysis"]["threads"]
-    resources:
-        mem_mb=config["analysis"]["mem_mb"],
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/probe.py"
 
 
 rule analysis_table:
     input:
-        steps=run_patterns(configured_runs(), "steps"),
-        probe=run_patterns(configured_runs(), "probe"),
+        steps=run_files(rules.steps.output.steps, configured_runs()),
+        probe=run_files(rules.probe.output.probe, configured_runs()),
     output:
         table=report(
             "results/tables/{dataset}/analysis.csv",
             caption="../report/analysis_table.rst",
-            category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)",
+            category=ANALYSIS_CATEGORY,
         ),
-    params:
-        runs=configured_runs(),
     log:
         "logs/analysis_table/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        runs=configured_runs(),
     script:
         "../workflow_scripts/analysis_table.py"
 
 
-rule fig1cd:
-    input:
-        manifests=figure_inputs("fig1cd", "manifest"),
-        spectra=figure_inputs("fig1cd", "spectra"),
-        steps=figure_inputs("fig1cd", "steps"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig1cd_{dataset}.png", caption="../report/fig1cd.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig1cd_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig1cd"),
-        labels=method_labels(figure_runs("fig1cd")),
-        t_scale=config["analysis"]["figures"]["t_scale"],
-    log:
-        "logs/fig1cd/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig1cd.py"
+# Per-run inputs of the analysis figures, by input name (the names the figure scripts read).
+FIGURE_INPUTS = {
+    "manifests": rules.train.output.manifest,
+    "spectra": rules.analyze.output.spectra,
+    "steps": rules.steps.output.steps,
+    "probe": rules.probe.output.probe,
+}
 
 
-rule fig2cf:
-    input:
-        manifests=figure_inputs("fig2cf", "manifest"),
-        spectra=figure_inputs("fig2cf", "spectra"),
-        steps=figure_inputs("fig2cf", "steps"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig2cf_{dataset}.png", caption="../report/fig2cf.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig2cf_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig2cf"),
-        labels=method_labels(figure_runs("fig2cf")),
-        t_scale=config["analysis"]["figures"]["t_scale"],
-    log:
-        "logs/fig2cf/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig2cf.py"
+# One rule per row of ANALYSIS_FIGURES (rules/common.smk): Figs. 1C-D, 2C-F, 3, 4, 5, 7.
+for fig, (_methods, _inits, run_inputs, figure_keys) in ANALYSIS_FIGURES.items():
 
-
-rule fig3:
-    input:
-        spectra=figure_inputs("fig3", "spectra"),
-        steps=figure_inputs("fig3", "steps"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig3_{dataset}.png", caption="../report/fig3.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig3_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig3"),
-        labels=method_labels(figure_runs("fig3")),
-        t_scale=config["analysis"]["figures"]["t_scale"],
-    log:
-        "logs/fig3/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig3.py"
-
-
-rule fig4:
-    input:
-        spectra=figure_inputs("fig4", "spectra"),
-        steps=figure_inputs("fig4", "steps"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig4_{dataset}.png", caption="../report/fig4.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig4_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig4"),
-        labels=method_labels(figure_runs("fig4")),
-        n_times=config["analysis"]["figures"]["fig4_times"],
-    log:
-        "logs/fig4/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig4.py"
-
-
-rule fig5:
-    input:
-        spectra=figure_inputs("fig5", "spectra"),
-        steps=figure_inputs("fig5", "steps"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig5_{dataset}.png", caption="../report/fig5.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig5_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig5"),
-        labels=method_labels(figure_runs("fig5")),
-        t_scale=config["analysis"]["figures"]["t_scale"],
-    log:
-        "logs/fig5/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig5.py"
-
-
-rule fig7:
-    input:
-        probe=figure_inputs("fig7", "probe"),
-        style=PLOT_SOURCES,
-    output:
-        png=report("results/figures/fig7_{dataset}.png", caption="../report/fig7.rst", category="4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"),
-        pdf="results/figures/fig7_{dataset}.pdf",
-    params:
-        runs=figure_runs("fig7"),
-        labels=method_labels(figure_runs("fig7")),
-    log:
-        "logs/fig7/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
-    script:
-        "../workflow_scripts/fig7.py"
+    rule:
+        name:
+            fig
+        input:
+            **{
+                key: run_files(FIGURE_INPUTS[key], figure_runs(fig))
+                for key in run_inputs
+            },
+            style=PLOT_SOURCES,
+        output:
+            png=report(
+                f"results/figures/{fig}_{{dataset}}.png",
+                caption=f"../report/{fig}.rst",
+                category=ANALYSIS_CATEGORY,
+            ),
+            pdf=f"results/figures/{fig}_{{dataset}}.pdf",
+        log:
+            f"logs/{fig}/{{dataset}}.log",
+        conda:
+            "../envs/sslkit.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+        params:
+            **{key: config["analysis"]["figures"][key] for key in figure_keys},
+            runs=figure_runs(fig),
+            labels=method_labels(figure_runs(fig)),
+        script:
+            f"../workflow_scripts/{fig}.py"

@@ -1,40 +1,42 @@
-# Shared helpers of the workflow (target lists per stage, config lookups); no jobs are defined
-# here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
-import sslkit.theory.alignment
+# Shared helpers of the workflow: constants, config lookups, and the file lists of each stage. No
+# jobs are defined here. Parsing imports neither torch nor matplotlib (sslkit.plan, sslkit.viz and
+# the method registry are light), so that every `snakemake` call starts fast.
+#
+# File names are written once, in the rules' `output:`; everything else refers to them through
+# `rules.<rule>.output.<name>` (run_files() fills in the runs, expand() the dataset).
 import sslkit.data
+import sslkit.plan
 import sslkit.training.networks
-import sslkit.viz.plots
-import sslkit.training.speedup_variants
-
+import sslkit.viz
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
-PLOT_SOURCES = sslkit.viz.plots.SOURCES
+PLOT_SOURCES = sslkit.viz.SOURCES
 SSL_METHODS = list(sslkit.training.networks.METHODS)
 # init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
 SSL_INITS = ["small", "standard", "ntk"]
-METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
-                 "directpred": "DirectPred", "directcopy": "DirectCopy"}
-
-
-def gpu_per_job():
-    """GPU rules request resources gpu=GPU_PER_JOB: 1 when their jobs will run on a GPU (train.device
-    cuda*, or auto with CUDA visible here), 0 when they run on the CPU, so that a CPU-only machine runs
-    them in parallel under --cores. profiles/slurm sets gpu per rule explicitly for cluster nodes."""
-    import torch
-
-    device = config["train"]["device"]
-    return int(device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()))
-
-
-GPU_PER_JOB = gpu_per_job()
+METHOD_LABELS = {
+    "barlow_twins": "Barlow Twins",
+    "simclr": "SimCLR",
+    "vicreg": "VICReg",
+    "byol": "BYOL",
+    "directpred": "DirectPred",
+    "directcopy": "DirectCopy",
+}
+# GPU rules request resources gpu=GPU_PER_JOB: 1 where their jobs run on a GPU, 0 on the CPU
+GPU_PER_JOB = sslkit.plan.gpu_per_job(config["train"]["device"])
+# report categories
+ANALYSIS_CATEGORY = "4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"
 
 
 def data_options(dataset):
     """Keyword options of sslkit.data.load_dataset for one dataset."""
     if dataset == "imagefolder":
-        return {"path": config["imagefolder"]["path"], "image_size": config["imagefolder"]["image_size"]}
+        return {
+            "path": config["imagefolder"]["path"],
+            "image_size": config["imagefolder"]["image_size"],
+        }
     return {"data_dir": config["data_dir"], "download": config["download"]}
 
 
@@ -53,69 +55,41 @@ def mlp_settings(dataset):
 
 def train_params(method, init):
     """What one training run depends on (Snakemake reruns a job when this changes): the method's
-    block with only this init's overrides, and the train section without run lists/resources."""
+    block with only this init's overrides, and the train section without run lists/resources.
+    """
     if method not in config.get("methods", {}):
         raise ValueError(
             f"train.methods lists '{method}' but the config has no methods.{method} section"
         )
     block = dict(config["methods"][method])
-    if not sslkit.training.speedup_variants.is_active(block.get("speedups")):
+    if not sslkit.plan.speedups_active(block.get("speedups")):
         block.pop("speedups", None)  # all off: the runs do not depend on it
     other = [i for i in SSL_INITS if i != init]
     skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
     train = {k: v for k, v in config["train"].items() if k not in skip}
-    return {"method": {k: v for k, v in block.items() if k not in other}, "train": train}
+    return {
+        "method": {k: v for k, v in block.items() if k not in other},
+        "train": train,
+    }
 
 
-def train_targets(dataset):
-    """Manifests of every configured SSL run, and their training-curve figures."""
-    out = []
-    for method in config["train"]["methods"]:
-        for init in config["train"]["inits"]:
-            run = f"results/train/{dataset}/{method}-{init}"
-            out += [f"{run}/manifest.json", f"{run}/curves.png"]
-    return out
-
-
-# Runs each analysis figure shows: (methods, inits); None = every configured one. A figure whose
-# selection is empty under the config (e.g. no SimCLR/VICReg run for Fig. 2C-F) is not requested.
-FIGURE_RUNS = {
-    "fig1cd": (["barlow_twins"], ["small"]),
-    "fig2cf": (["simclr", "vicreg"], ["small"]),
-    "fig3": (None, ["standard"]),
-    "fig4": (None, ["standard"]),
-    "fig5": (None, ["small"]),
-    "fig7": (None, None),
-}
-
-
-def figure_runs(name):
-    """'method-init' labels of the configured runs that figure ``name`` shows, in config order."""
-    methods, inits = FIGURE_RUNS[name]
-    return [f"{m}-{i}" for m in config["train"]["methods"] if methods is None or m in methods
-            for i in config["train"]["inits"] if inits is None or i in inits]
+# ---- runs: 'method-init' labels -------------------------------------------------------------
 
 
 def configured_runs():
     """'method-init' labels of every configured SSL run (train.methods x train.inits)."""
-    return [f"{m}-{i}" for m in config["train"]["methods"] for i in config["train"]["inits"]]
+    return [
+        f"{m}-{i}" for m in config["train"]["methods"] for i in config["train"]["inits"]
+    ]
 
 
-def run_patterns(runs, kind):
-    """Per run label its manifest (for history.csv), spectra table, steps json or probe table, as
-    patterns with {dataset} left as a wildcard."""
-    pattern = {
-        "manifest": "results/train/{{dataset}}/{run}/manifest.json",
-        "spectra": "results/spectra/{{dataset}}/{run}.parquet",
-        "steps": "results/steps/{{dataset}}/{run}.json",
-        "probe": "results/probe/{{dataset}}/{run}.csv",
-    }[kind]
-    return [pattern.format(run=run) for run in runs]
-
-
-def figure_inputs(name, kind):
-    """Input patterns of figure ``name`` (see run_patterns)."""
-    return run_patterns(figure_runs(name), kind)
+def run_files(pattern, runs, dataset="{dataset}"):
+    """``pattern`` (a rule output with {method} and {init}) for each 'method-init' label in
+    ``runs``; {dataset} stays a wildcard unless ``dataset`` is given."""
+    methods, inits = zip(*(run.split("-", 1) for run in runs)) if runs else ((), ())
+    return expand(
+        pattern, zip, dataset=[dataset] * len(runs), method=methods, init=inits
+    )
 
 
 def method_labels(runs):
@@ -123,32 +97,55 @@ def method_labels(runs):
     return [METHOD_LABELS.get(run.split("-")[0], run) for run in runs]
 
 
-def analysis_targets(dataset):
-    """Spectra, steps and probe tables of every configured run, the summary table, and the
-    analysis figures whose runs are configured."""
-    out = []
-    for run in configured_runs():
-        out += [
-            f"results/spectra/{dataset}/{run}.parquet",
-            f"results/spectra/{dataset}/{run}.summary.csv",
-            f"results/steps/{dataset}/{run}.json",
-            f"results/probe/{dataset}/{run}.csv",
-        ]
-    out.append(f"results/tables/{dataset}/analysis.csv")
-    for name in FIGURE_RUNS:
-        if figure_runs(name):
-            out += [f"results/figures/{name}_{dataset}.png", f"results/figures/{name}_{dataset}.pdf"]
-    return out
+# The analysis figures, one row each: the runs it shows (methods, inits; None = every configured
+# one), its per-run inputs, and the keys of analysis.figures it takes as params. rules/analysis.smk
+# makes one rule per row (script workflow_scripts/<name>.py, caption report/<name>.rst). A figure
+# whose selection is empty under the config (e.g. no SimCLR/VICReg run for Fig. 2C-F) is not
+# requested by `all`.
+ANALYSIS_FIGURES = {
+    "fig1cd": (
+        ["barlow_twins"],
+        ["small"],
+        ["manifests", "spectra", "steps"],
+        ["t_scale"],
+    ),
+    "fig2cf": (
+        ["simclr", "vicreg"],
+        ["small"],
+        ["manifests", "spectra", "steps"],
+        ["t_scale"],
+    ),
+    "fig3": (None, ["standard"], ["spectra", "steps"], ["t_scale"]),
+    "fig4": (None, ["standard"], ["spectra", "steps"], ["fig4_times"]),
+    "fig5": (None, ["small"], ["spectra", "steps"], ["t_scale"]),
+    "fig7": (None, None, ["probe"], []),
+}
+
+
+def figure_runs(name):
+    """'method-init' labels of the configured runs that figure ``name`` shows, in config order."""
+    methods, inits = ANALYSIS_FIGURES[name][:2]
+    return [
+        run
+        for run in configured_runs()
+        if (methods is None or run.split("-", 1)[0] in methods)
+        and (inits is None or run.split("-", 1)[1] in inits)
+    ]
+
+
+# ---- eNTK (Tables 1-2) -----------------------------------------------------------------------
 
 
 def ntk_methods():
     """Methods of Tables 1-2, each checked to have the training run ntk.init names."""
-    return sslkit.theory.alignment.ntk_methods(config)
+    return sslkit.plan.ntk_methods(config)
 
 
 def ntk_run_manifest(dataset, method):
     """Manifest of the training run whose final checkpoint the eNTK comparison uses for a method."""
-    return f"results/train/{dataset}/{method}-{config['ntk']['init']}/manifest.json"
+    return run_files(
+        rules.train.output.manifest, [f"{method}-{config['ntk']['init']}"], dataset
+    )[0]
 
 
 def ntk_pairs_method():
@@ -162,89 +159,112 @@ def ntk_params():
     return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
 
 
-def ntk_targets(dataset):
-    """Per-method eNTK alignment files and Tables 1-2 (CSV, Markdown, LaTeX) of one dataset."""
-    out = [f"results/ntk/{dataset}/{m}.{ext}" for m in ntk_methods() for ext in ("npz", "json")]
-    out += [f"results/tables/{dataset}/table{i}.{ext}" for i in (1, 2) for ext in ("csv", "md", "tex")]
-    return out
+# ---- App. G speed-ups and the non-contrastive methods ------------------------------------------
+
+
 def speedups_run_params(method, init, variant):
     """What one speed-up run depends on: its method block (this init only), the variant's
-    overrides, the experiment's steps/eval settings and the train section (as train_params)."""
+    overrides, the experiment's steps/eval settings and the train section (as train_params).
+    """
     sc = config["speedups"]
     if variant not in sc["variants"]:
-        raise ValueError(f"speedups: variant '{variant}' is not in speedups.variants ({sorted(sc['variants'])})")
+        raise ValueError(
+            f"speedups: variant '{variant}' is not in speedups.variants ({sorted(sc['variants'])})"
+        )
     base = train_params(method, init)
     keep = ("steps", "eval_every", "checkpoint_log_points")
-    return {**base, "variant": sc["variants"][variant], "speedups": {k: sc[k] for k in keep}}
+    return {
+        **base,
+        "variant": sc["variants"][variant],
+        "speedups": {k: sc[k] for k in keep},
+    }
 
 
-def speedups_runs(dataset, filename):
-    """The file `filename` of every speed-up run: method x its variants x inits x seeds."""
+def speedups_runs(pattern, dataset):
+    """``pattern`` (a speedups_run output) of every speed-up run: method x its variants x inits x seeds."""
     sc = config["speedups"]
     out = []
     for method, variants in sc["methods"].items():
         for variant in variants:
             if variant not in sc["variants"]:
-                raise ValueError(f"speedups.methods.{method} lists '{variant}', not in speedups.variants")
-            for init in sc["inits"]:
-                for seed in sc["seeds"]:
-                    out.append(f"results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/{filename}")
+                raise ValueError(
+                    f"speedups.methods.{method} lists '{variant}', not in speedups.variants"
+                )
+            out += expand(
+                pattern,
+                dataset=dataset,
+                method=method,
+                variant=variant,
+                init=sc["inits"],
+                seed=sc["seeds"],
+            )
     return out
 
 
 def speedups_lr_runs(dataset):
     """status.json of every run of the learning-rate sweep (speedups.lr_sweep)."""
     sw = config["speedups"]["lr_sweep"]
-    return [f"results/speedups/{dataset}/lr/{sw['method']}-{sw['init']}-{v}-x{f:g}/status.json"
-            for v in sw["variants"] for f in sw["factors"]]
+    return expand(
+        rules.speedups_lr.output.status,
+        dataset=dataset,
+        method=sw["method"],
+        init=sw["init"],
+        variant=sw["variants"],
+        factor=[f"{f:g}" for f in sw["factors"]],
+    )
 
 
-def noncontrastive_files(dataset, pattern):
-    """`pattern` ({dataset}, {run}) for each non-contrastive run (noncontrastive.methods at its init)."""
+def noncontrastive_runs():
+    """'method-init' labels of the non-contrastive runs (noncontrastive.methods at its init)."""
     nc = config["noncontrastive"]
-    return [pattern.format(dataset=dataset, run=f"{m}-{nc['init']}") for m in nc["methods"]]
+    return [f"{m}-{nc['init']}" for m in nc["methods"]]
+
+
+# ---- targets -----------------------------------------------------------------------------------
+
+
+def outputs(*names, **wildcards):
+    """Every output file of the named rules, with ``wildcards`` filled in."""
+    return expand(
+        [f for name in names for f in getattr(rules, name).output], **wildcards
+    )
 
 
 def all_targets():
     """Every final output of the configured workflow, stage by stage."""
-    targets = [
-        # data (rules/data.smk)
-        f"results/data/{DATASET}/manifest.json",
-        f"results/linear/{DATASET}/pairs.npz",
-    ]
-    # linear model vs exact theory (rules/linear.smk): Fig. 1A-B, Appendix C / Fig. 6
-    targets += [
-        f"results/linear/{DATASET}/summary.json",
-        f"results/figures/fig1ab_linear_{DATASET}.png",
-        f"results/figures/fig1ab_linear_{DATASET}.pdf",
-        "results/linear/appendix_c/summary.json",
-        "results/figures/fig6_appendix_c.png",
-        "results/figures/fig6_appendix_c.pdf",
-    ]
+    runs = configured_runs()
+    # data (rules/data.smk); linear model vs exact theory (rules/linear.smk): Fig. 1A-B, App. C / Fig. 6;
     # kernel theory + wide MLP (rules/mlp.smk): Fig. 2A-B
-    targets += [
-        f"results/mlp/{DATASET}/summary.json",
-        f"results/figures/fig2ab_mlp_{DATASET}.png",
-        f"results/figures/fig2ab_mlp_{DATASET}.pdf",
-    ]
-    # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves.png per run
-    targets += train_targets(DATASET)
-    # spectra, steps, probes (rules/analysis.smk): results/{spectra,steps,probe}/..., Figs. 1C-D, 2C-F, 3-5, 7
-    targets += analysis_targets(DATASET)
-    # eNTK alignment (rules/ntk.smk): results/ntk/{dataset}/{method}.{npz,json}, Tables 1-2
-    targets += ntk_targets(DATASET)
+    targets = outputs(
+        "prepare_data", "linear_pairs", "linear_sim", "fig1ab_linear", dataset=DATASET
+    )
+    targets += outputs("appendix_c", "fig6_appendix_c")
+    targets += outputs("mlp_experiment", "mlp_figure", dataset=DATASET)
+    # SSL training (rules/train.smk): checkpoints, history.csv, manifest.json, curves per run
+    for producer in (rules.train, rules.train_curves):
+        targets += [
+            f for pattern in producer.output for f in run_files(pattern, runs, DATASET)
+        ]
+    # spectra, steps, probes (rules/analysis.smk), the summary table and Figs. 1C-D, 2C-F, 3-5, 7
+    for producer in (rules.analyze, rules.steps, rules.probe):
+        targets += [
+            f for pattern in producer.output for f in run_files(pattern, runs, DATASET)
+        ]
+    targets += outputs("analysis_table", dataset=DATASET)
+    targets += outputs(
+        *[name for name in ANALYSIS_FIGURES if figure_runs(name)], dataset=DATASET
+    )
+    # eNTK alignment (rules/ntk.smk): per-method arrays and summaries, Tables 1-2
+    targets += outputs("ntk_alignment", dataset=DATASET, method=ntk_methods())
+    targets += outputs("tables", dataset=DATASET)
     # beyond the paper (rules/speedups.smk): Appendix G speed-ups, table + figure
     if config["speedups"]["in_all"]:
-        targets += [
-            "results/tables/speedups.csv",
-            f"results/figures/speedups_{DATASET}.png",
-            f"results/figures/speedups_{DATASET}.pdf",
-        ]
+        targets += outputs("speedups_export") + outputs(
+            "speedups_figure", dataset=DATASET
+        )
     # beyond the paper (rules/noncontrastive.smk): BYOL/DirectPred/DirectCopy steps and predictors
     if config["noncontrastive"]["in_all"]:
-        targets += [
-            f"results/noncontrastive/{DATASET}/summary.json",
-            f"results/figures/noncontrastive_{DATASET}.png",
-            f"results/figures/noncontrastive_{DATASET}.pdf",
-        ]
+        targets += outputs(
+            "noncontrastive_summary", "noncontrastive_figure", dataset=DATASET
+        )
     return targets

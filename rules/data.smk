@@ -8,35 +8,35 @@ rule prepare_data:
         train_y="results/data/{dataset}/train_y.npy",
         test_x="results/data/{dataset}/test_x.npy",
         test_y="results/data/{dataset}/test_y.npy",
-    params:
-        options=lambda wc: data_options(wc.dataset),
     log:
         "logs/prepare_data/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=8000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        options=lambda wc: data_options(wc.dataset),
     script:
         "../workflow_scripts/prepare_data.py"
 
 
 rule linear_pairs:
     input:
-        manifest="results/data/{dataset}/manifest.json",
+        manifest=rules.prepare_data.output.manifest,
     output:
         pairs="results/linear/{dataset}/pairs.npz",
+    log:
+        "logs/linear_pairs/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         n=config["pairs"]["n"],
         crop=lambda wc: pairs_crop(wc.dataset),
         split=config["pairs"]["split"],
         seed=config["pairs"]["seed"],
-    log:
-        "logs/linear_pairs/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/linear_pairs.py"

@@ -3,10 +3,17 @@
 
 rule linear_sim:
     input:
-        pairs="results/linear/{dataset}/pairs.npz",
+        pairs=rules.linear_pairs.output.pairs,
     output:
         trajectory="results/linear/{dataset}/trajectory.npz",
         summary="results/linear/{dataset}/summary.json",
+    log:
+        "logs/linear_sim/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         d=config["linear"]["d"],
         alpha=config["linear"]["alpha"],
@@ -15,13 +22,6 @@ rule linear_sim:
         steps_margin=config["linear"]["steps_margin"],
         seed=config["linear"]["seed"],
         record_points=config["linear"]["record_points"],
-    log:
-        "logs/linear_sim/{dataset}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/linear_sim.py"
 
@@ -30,27 +30,27 @@ rule appendix_c:
     output:
         trajectory="results/linear/appendix_c/trajectory.npz",
         summary="results/linear/appendix_c/summary.json",
+    log:
+        "logs/appendix_c/appendix_c.log",
+    conda:
+        "../envs/sslkit.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     params:
         d=config["appendix_c"]["d"],
         m=config["appendix_c"]["m"],
         scale=config["appendix_c"]["scale"],
         seed=config["appendix_c"]["seed"],
         points=config["appendix_c"]["points"],
-    log:
-        "logs/appendix_c/appendix_c.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/appendix_c.py"
 
 
 rule fig1ab_linear:
     input:
-        trajectory="results/linear/{dataset}/trajectory.npz",
-        summary="results/linear/{dataset}/summary.json",
+        trajectory=rules.linear_sim.output.trajectory,
+        summary=rules.linear_sim.output.summary,
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -60,22 +60,22 @@ rule fig1ab_linear:
             labels={"figure": "Fig. 1A-B", "dataset": "{dataset}"},
         ),
         pdf="results/figures/fig1ab_linear_{dataset}.pdf",
-    params:
-        title=lambda wc: f"Linear Barlow Twins on {wc.dataset}",
     log:
         "logs/fig1ab_linear/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        title=lambda wc: f"Linear Barlow Twins on {wc.dataset}",
     script:
         "../workflow_scripts/fig1ab_linear.py"
 
 
 rule fig6_appendix_c:
     input:
-        trajectory="results/linear/appendix_c/trajectory.npz",
+        trajectory=rules.appendix_c.output.trajectory,
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -85,17 +85,17 @@ rule fig6_appendix_c:
             labels={"figure": "Fig. 6", "dataset": "synthetic"},
         ),
         pdf="results/figures/fig6_appendix_c.pdf",
+    log:
+        "logs/fig6_appendix_c/fig6_appendix_c.log",
+    conda:
+        "../envs/sslkit.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
     params:
         title=(
             f"Appendix C: d = {config['appendix_c']['d']}, m = {config['appendix_c']['m']}, "
             f"$\\gamma_j = 2^{{-j}}$, A(0) scale {config['appendix_c']['scale']:g}"
         ),
-    log:
-        "logs/fig6_appendix_c/fig6_appendix_c.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/fig6_appendix_c.py"

@@ -3,29 +3,29 @@
 
 rule mlp_experiment:
     input:
-        manifest="results/data/{dataset}/manifest.json",
+        manifest=rules.prepare_data.output.manifest,
     output:
         summary="results/mlp/{dataset}/summary.json",
         trajectory="results/mlp/{dataset}/trajectory.npz",
         kernels="results/mlp/{dataset}/kernels.npz",
-    params:
-        mlp=lambda wc: mlp_settings(wc.dataset),
     log:
         "logs/mlp_experiment/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     # small matrices (2n = 100 points): one thread is faster than two on a shared CPU
     threads: 1
     resources:
         mem_mb=6000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        mlp=lambda wc: mlp_settings(wc.dataset),
     script:
         "../workflow_scripts/mlp_experiment.py"
 
 
 rule mlp_figure:
     input:
-        summary="results/mlp/{dataset}/summary.json",
-        trajectory="results/mlp/{dataset}/trajectory.npz",
+        summary=rules.mlp_experiment.output.summary,
+        trajectory=rules.mlp_experiment.output.trajectory,
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -35,14 +35,14 @@ rule mlp_figure:
             labels={"figure": "Fig. 2A-B", "dataset": "{dataset}"},
         ),
         pdf="results/figures/fig2ab_mlp_{dataset}.pdf",
-    params:
-        title=lambda wc: f"wide MLP, {wc.dataset}",
     log:
         "logs/mlp_figure/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        title=lambda wc: f"wide MLP, {wc.dataset}",
     script:
         "../workflow_scripts/mlp_figure.py"

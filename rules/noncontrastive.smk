@@ -7,52 +7,56 @@
 
 rule noncontrastive_predictor:
     input:
-        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
-        data="results/data/{dataset}/manifest.json",
+        manifest=rules.train.output.manifest,
+        data=rules.prepare_data.output.manifest,
     output:
         records="results/noncontrastive/{dataset}/{method}-{init}-predictor.json",
-    params:
-        pairs=config["analysis"]["pairs"],
-        floor_rel=config["noncontrastive"]["floor_rel"],
+    log:
+        "logs/noncontrastive_predictor/{dataset}/{method}-{init}.log",
     wildcard_constraints:
         method="byol|directpred|directcopy",
         init="|".join(SSL_INITS),
-    log:
-        "logs/noncontrastive_predictor/{dataset}/{method}-{init}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=3000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        pairs=config["analysis"]["pairs"],
+        floor_rel=config["noncontrastive"]["floor_rel"],
     script:
         "../workflow_scripts/noncontrastive_predictor.py"
 
 
 rule noncontrastive_summary:
     input:
-        records=lambda wc: noncontrastive_files(wc.dataset, "results/noncontrastive/{dataset}/{run}-predictor.json"),
-        steps=lambda wc: noncontrastive_files(wc.dataset, "results/steps/{dataset}/{run}.json"),
+        records=run_files(
+            rules.noncontrastive_predictor.output.records, noncontrastive_runs()
+        ),
+        steps=run_files(rules.steps.output.steps, noncontrastive_runs()),
     output:
         summary="results/noncontrastive/{dataset}/summary.json",
-    params:
-        methods=config["noncontrastive"]["methods"],
-        init=config["noncontrastive"]["init"],
     log:
         "logs/noncontrastive_summary/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        methods=config["noncontrastive"]["methods"],
+        init=config["noncontrastive"]["init"],
     script:
         "../workflow_scripts/noncontrastive_summary.py"
 
 
 rule noncontrastive_figure:
     input:
-        summary="results/noncontrastive/{dataset}/summary.json",
-        records=lambda wc: noncontrastive_files(wc.dataset, "results/noncontrastive/{dataset}/{run}-predictor.json"),
-        spectra=lambda wc: noncontrastive_files(wc.dataset, "results/spectra/{dataset}/{run}.parquet"),
+        summary=rules.noncontrastive_summary.output.summary,
+        records=run_files(
+            rules.noncontrastive_predictor.output.records, noncontrastive_runs()
+        ),
+        spectra=run_files(rules.analyze.output.spectra, noncontrastive_runs()),
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -61,14 +65,14 @@ rule noncontrastive_figure:
             category="Beyond the paper",
         ),
         pdf="results/figures/noncontrastive_{dataset}.pdf",
-    params:
-        title=lambda wc: f"non-contrastive methods, {config['noncontrastive']['init']} init, {wc.dataset}",
     log:
         "logs/noncontrastive_figure/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        title=lambda wc: f"non-contrastive methods, {config['noncontrastive']['init']} init, {wc.dataset}",
     script:
         "../workflow_scripts/noncontrastive_figure.py"

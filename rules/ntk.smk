@@ -6,19 +6,19 @@
 
 rule ntk_pairs:
     input:
-        data="results/data/{dataset}/manifest.json",
+        data=rules.prepare_data.output.manifest,
         run=lambda wc: ntk_run_manifest(wc.dataset, ntk_pairs_method()),
     output:
         pairs="results/ntk/{dataset}/pairs.npz",
-    params:
-        pairs=lambda wc: config["ntk"]["pairs"] | {"augment_from": ntk_pairs_method()},
     log:
         "logs/ntk_pairs/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        pairs=lambda wc: config["ntk"]["pairs"] | {"augment_from": ntk_pairs_method()},
     script:
         "../workflow_scripts/ntk_pairs.py"
 
@@ -26,48 +26,60 @@ rule ntk_pairs:
 rule ntk_alignment:
     input:
         run=lambda wc: ntk_run_manifest(wc.dataset, wc.method),
-        pairs="results/ntk/{dataset}/pairs.npz",
+        pairs=rules.ntk_pairs.output.pairs,
     output:
         arrays="results/ntk/{dataset}/{method}.npz",
         summary="results/ntk/{dataset}/{method}.json",
-    params:
-        ntk=ntk_params(),
-        init=config["ntk"]["init"],
-    wildcard_constraints:
-        method="|".join(SSL_METHODS),
     log:
         "logs/ntk_alignment/{dataset}/{method}.log",
+    wildcard_constraints:
+        method="|".join(SSL_METHODS),
+    conda:
+        "../envs/sslkit.yaml"
     threads: config["ntk"]["threads"]
     resources:
         mem_mb=config["ntk"]["mem_mb"],
         gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        ntk=ntk_params(),
+        init=config["ntk"]["init"],
     script:
         "../workflow_scripts/ntk_alignment.py"
 
 
 rule tables:
     input:
-        arrays=lambda wc: expand("results/ntk/{dataset}/{method}.npz", dataset=wc.dataset, method=ntk_methods()),
-        summaries=lambda wc: expand(
-            "results/ntk/{dataset}/{method}.json", dataset=wc.dataset, method=ntk_methods()
+        arrays=expand(
+            rules.ntk_alignment.output.arrays, method=ntk_methods(), allow_missing=True
+        ),
+        summaries=expand(
+            rules.ntk_alignment.output.summary,
+            method=ntk_methods(),
+            allow_missing=True,
         ),
     output:
-        table1=report("results/tables/{dataset}/table1.csv", caption="../report/table1.rst", category="Tables"),
-        table2=report("results/tables/{dataset}/table2.csv", caption="../report/table2.rst", category="Tables"),
+        table1=report(
+            "results/tables/{dataset}/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        table2=report(
+            "results/tables/{dataset}/table2.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+        ),
         table1_md="results/tables/{dataset}/table1.md",
         table2_md="results/tables/{dataset}/table2.md",
         table1_tex="results/tables/{dataset}/table1.tex",
         table2_tex="results/tables/{dataset}/table2.tex",
-    params:
-        methods=ntk_methods(),
     log:
         "logs/tables/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        methods=ntk_methods(),
     script:
         "../workflow_scripts/tables.py"

@@ -7,82 +7,84 @@
 
 rule speedups_run:
     input:
-        data="results/data/{dataset}/manifest.json",
+        data=rules.prepare_data.output.manifest,
     output:
         manifest="results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/manifest.json",
         probe="results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/probe.json",
-    params:
-        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
-        probe=config["analysis"]["probe"],
+    log:
+        "logs/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.log",
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
         variant="[a-z0-9_]+",
         seed=r"\d+",
-    log:
-        "logs/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: config["speedups"]["threads"]
     resources:
         mem_mb=config["speedups"]["mem_mb"],
         gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
+        probe=config["analysis"]["probe"],
     script:
         "../workflow_scripts/speedups_run.py"
 
 
 rule speedups_lr:
     input:
-        data="results/data/{dataset}/manifest.json",
+        data=rules.prepare_data.output.manifest,
     output:
         status="results/speedups/{dataset}/lr/{method}-{init}-{variant}-x{factor}/status.json",
-    params:
-        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
-        sweep=config["speedups"]["lr_sweep"],
+    log:
+        "logs/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.log",
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
         variant="[a-z0-9_]+",
         factor=r"[0-9.]+",
-    log:
-        "logs/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: config["speedups"]["threads"]
     resources:
         mem_mb=config["speedups"]["mem_mb"],
         gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
+        sweep=config["speedups"]["lr_sweep"],
     script:
         "../workflow_scripts/speedups_lr.py"
 
 
 rule speedups_table:
     input:
-        manifests=lambda wc: speedups_runs(wc.dataset, "manifest.json"),
-        probes=lambda wc: speedups_runs(wc.dataset, "probe.json"),
+        manifests=lambda wc: speedups_runs(
+            rules.speedups_run.output.manifest, wc.dataset
+        ),
+        probes=lambda wc: speedups_runs(rules.speedups_run.output.probe, wc.dataset),
         lr=lambda wc: speedups_lr_runs(wc.dataset),
     output:
         table="results/speedups/{dataset}/speedups.csv",
         factors="results/speedups/{dataset}/speedup_factors.csv",
         curves="results/speedups/{dataset}/rank_curves.csv",
         summary="results/speedups/{dataset}/summary.json",
-    params:
-        ks=config["speedups"]["ks"],
-        steps=config["analysis"]["steps"],
     log:
         "logs/speedups_table/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        ks=config["speedups"]["ks"],
+        steps=config["analysis"]["steps"],
     script:
         "../workflow_scripts/speedups_table.py"
 
 
 rule speedups_export:
     input:
-        table=f"results/speedups/{DATASET}/speedups.csv",
+        table=expand(rules.speedups_table.output.table, dataset=DATASET),
     output:
         table=report(
             "results/tables/speedups.csv",
@@ -91,20 +93,20 @@ rule speedups_export:
         ),
     log:
         "logs/speedups_export/speedups.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=500,
-    conda:
-        "../envs/sslkit.yaml"
     script:
         "../workflow_scripts/speedups_export.py"
 
 
 rule speedups_figure:
     input:
-        factors="results/speedups/{dataset}/speedup_factors.csv",
-        curves="results/speedups/{dataset}/rank_curves.csv",
-        summary="results/speedups/{dataset}/summary.json",
+        factors=rules.speedups_table.output.factors,
+        curves=rules.speedups_table.output.curves,
+        summary=rules.speedups_table.output.summary,
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -113,14 +115,14 @@ rule speedups_figure:
             category="Beyond the paper",
         ),
         pdf="results/figures/speedups_{dataset}.pdf",
-    params:
-        title=lambda wc: f"Appendix G speed-ups, {wc.dataset}",
     log:
         "logs/speedups_figure/{dataset}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        title=lambda wc: f"Appendix G speed-ups, {wc.dataset}",
     script:
         "../workflow_scripts/speedups_figure.py"

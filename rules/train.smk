@@ -6,29 +6,29 @@
 
 rule train:
     input:
-        data="results/data/{dataset}/manifest.json",
+        data=rules.prepare_data.output.manifest,
     output:
         manifest="results/train/{dataset}/{method}-{init}/manifest.json",
-    params:
-        run=lambda wc: train_params(wc.method, wc.init),
+    log:
+        "logs/train/{dataset}/{method}-{init}.log",
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
-    log:
-        "logs/train/{dataset}/{method}-{init}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["train"]["mem_mb"],
         gpu=GPU_PER_JOB,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        run=lambda wc: train_params(wc.method, wc.init),
     script:
         "../workflow_scripts/train.py"
 
 
 rule train_curves:
     input:
-        manifest="results/train/{dataset}/{method}-{init}/manifest.json",
+        manifest=rules.train.output.manifest,
         style=PLOT_SOURCES,
     output:
         png=report(
@@ -39,17 +39,17 @@ rule train_curves:
             labels={"method": "{method}", "init": "{init}", "dataset": "{dataset}"},
         ),
         pdf="results/train/{dataset}/{method}-{init}/curves.pdf",
-    params:
-        title=lambda wc: f"{wc.method} ({wc.init} init), {wc.dataset}",
+    log:
+        "logs/train_curves/{dataset}/{method}-{init}.log",
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
-    log:
-        "logs/train_curves/{dataset}/{method}-{init}.log",
+    conda:
+        "../envs/sslkit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        "../envs/sslkit.yaml"
+    params:
+        title=lambda wc: f"{wc.method} ({wc.init} init), {wc.dataset}",
     script:
         "../workflow_scripts/train_curves.py"

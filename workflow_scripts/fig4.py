@@ -10,6 +10,6 @@ with script_run(snakemake) as (tracker, config):
     for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
         steps = load_json(st)
         tables[lab], bands[lab], spaces[lab] = spectrum.read_table(spec), steps["embedding"]["bands"], steps["space"]
-    fig = plots.fig4(tables, bands, space=spaces, n_times=snakemake.params.n_times)
+    fig = plots.fig4(tables, bands, space=spaces, n_times=snakemake.params.fig4_times)
     plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
     tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

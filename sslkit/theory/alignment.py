@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from sslkit.plan import ntk_methods
 from sslkit.theory import kernel as kn
 
 __all__ = [
@@ -41,19 +42,6 @@ __all__ = [
 
 #: arrays stored per method in results/ntk/{dataset}/{method}.npz
 ARRAY_KEYS = ("K", "f_exp", "f_th", "P_exp", "P_th", "P_NTK")
-
-
-def ntk_methods(config: Mapping[str, Any]) -> list[str]:
-    """The methods of Tables 1-2 (config ``ntk.methods``), each checked to have the override block of
-    the training run ``ntk.init`` names; raises ``ConfigError`` naming the missing key."""
-    from sslkit.config import ConfigError
-
-    init = config["ntk"]["init"]
-    for method in config["ntk"]["methods"]:
-        if init not in (config.get("methods") or {}).get(method, {}):
-            raise ConfigError(f"ntk.init is '{init}' but the config has no methods.{method}.{init} block: add it "
-                              f"(at least init_scale; see config/paper.yaml) or set ntk.init to small or standard")
-    return list(config["ntk"]["methods"])
 
 
 def augmented_pairs(images: np.ndarray, augment: Callable, n: int, seed: int, *, device: str = "cpu",

@@ -53,6 +53,10 @@ from typing import Callable, Mapping
 
 import torch
 
+from sslkit.plan import SPEEDUP_DEFAULTS as DEFAULTS
+from sslkit.plan import SPEEDUP_TRANSFORMS as TRANSFORMS
+from sslkit.plan import speedups_active as is_active
+from sslkit.plan import validate_speedups
 from sslkit.training import losses as L
 
 __all__ = [
@@ -74,18 +78,7 @@ __all__ = [
     "validate_speedups",
 ]
 
-# config: methods.<method>.speedups (every key; all off by default)
-DEFAULTS: dict = {
-    "precondition": False,       # G.1 on/off
-    "precondition_alpha": 0.1,   # a of (F^T F + a I)^{-1}
-    "precondition_relative": True,  # a relative to the top eigenvalue of F^T F / 2N (see above)
-    "transform": "identity",     # G.2/G.3 spectral function of C: identity | sqrt | smooth
-    "smooth_eps": 0.0,           # g_smooth(l) = min(l, 1 + eps (1 - l))
-    "power": 2,                  # 2: ||g(C) - I||^2; 4: tr (g(C) - I)^4 (G.3 quartic)
-    "sqrt_floor": 1.0e-8,        # g_sqrt'(l) = 1 / (2 sqrt(max(|l|, floor)))
-    "degenerate_tol": 1.0e-6,    # |l_i - l_j| below this x max(1, |l|_max): use g' at the midpoint
-}
-TRANSFORMS = ("identity", "sqrt", "smooth")
+# config: methods.<method>.speedups (every key, all off by default) lives in the torch-free sslkit.plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,30 +233,3 @@ def attach_preconditioner(z1: torch.Tensor, z2: torch.Tensor, alpha: float, rela
     p = precondition_matrix(f, alpha, relative)
     z1.register_hook(lambda g: precondition_gradient(g, p))
     z2.register_hook(lambda g: precondition_gradient(g, p))
-
-
-# ---------------------------------------------------------------------------------------------
-# config
-# ---------------------------------------------------------------------------------------------
-
-def is_active(cfg: Mapping | None) -> bool:
-    """True when a ``speedups`` block switches anything on (differs from all-off)."""
-    c = {**DEFAULTS, **(cfg or {})}
-    return bool(c["precondition"]) or c["transform"] != "identity" or int(c["power"]) != 2
-
-
-def validate_speedups(cfg: Mapping | None, method: str) -> dict:
-    """The full speedups block (DEFAULTS filled in); raises ValueError naming the key when a
-    Barlow-Twins-only variant (transform, power) is set for another method or a value is bad."""
-    unknown = set(cfg or {}) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown key(s) methods.{method}.speedups.{sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    c = {**DEFAULTS, **(cfg or {})}
-    if c["transform"] not in TRANSFORMS:
-        raise ValueError(f"methods.{method}.speedups.transform = {c['transform']!r}; expected one of {TRANSFORMS}")
-    if int(c["power"]) not in (2, 4):
-        raise ValueError(f"methods.{method}.speedups.power = {c['power']!r}; expected 2 or 4")
-    if method != "barlow_twins" and (c["transform"] != "identity" or int(c["power"]) != 2):
-        raise ValueError(f"methods.{method}.speedups: transform/power (G.2, G.3) act on the Barlow Twins "
-                         f"correlation matrix; for {method} only precondition (G.1) is available")
-    return c

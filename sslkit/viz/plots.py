@@ -19,10 +19,8 @@ import matplotlib.ticker
 import numpy as np
 
 from sslkit.io import atomic_path
+from sslkit.viz import SOURCES, STYLE
 
-STYLE = Path(__file__).with_name("stepwise.mplstyle")
-#: files whose change must rerun every figure rule (declared as rule inputs)
-SOURCES = [str(Path(__file__)), str(STYLE)]
 
 __all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig1ab_linear", "fig6_appendix_c",
            "fig2ab_mlp",

@@ -1,0 +1,93 @@
+"""What a configuration plans, decided without torch, numpy or matplotlib.
+
+``rules/common.smk`` reads this module while Snakemake parses the workflow, so that parsing stays
+light (no torch, no matplotlib). The library reads it too, so both sides agree:
+
+- :data:`SPEEDUP_DEFAULTS`, :func:`speedups_active`, :func:`validate_speedups`: the App. G switches of
+  ``methods.<method>.speedups`` (``sslkit.training.speedup_variants`` implements them);
+- :func:`ntk_methods`: the methods of Tables 1-2, each checked to have the run that ``ntk.init`` names;
+- :func:`cuda_visible` and :func:`gpu_per_job`: whether GPU rules' jobs will run on a GPU here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "SPEEDUP_DEFAULTS",
+    "SPEEDUP_TRANSFORMS",
+    "speedups_active",
+    "validate_speedups",
+    "ntk_methods",
+    "cuda_visible",
+    "gpu_per_job",
+]
+
+#: methods.<method>.speedups: every key, all off by default (docs/theory.md, App. G)
+SPEEDUP_DEFAULTS: dict = {
+    "precondition": False,  # G.1 on/off
+    "precondition_alpha": 0.1,  # a of (F^T F + a I)^{-1}
+    "precondition_relative": True,  # a relative to the top eigenvalue of F^T F / 2N
+    "transform": "identity",  # G.2/G.3 spectral function of C: identity | sqrt | smooth
+    "smooth_eps": 0.0,  # g_smooth(l) = min(l, 1 + eps (1 - l))
+    "power": 2,  # 2: ||g(C) - I||^2; 4: tr (g(C) - I)^4 (G.3 quartic)
+    "sqrt_floor": 1.0e-8,  # g_sqrt'(l) = 1 / (2 sqrt(max(|l|, floor)))
+    "degenerate_tol": 1.0e-6,  # |l_i - l_j| below this x max(1, |l|_max): use g' at the midpoint
+}
+SPEEDUP_TRANSFORMS = ("identity", "sqrt", "smooth")
+
+
+def speedups_active(cfg: Mapping | None) -> bool:
+    """True when a ``speedups`` block switches anything on (differs from all-off)."""
+    c = {**SPEEDUP_DEFAULTS, **(cfg or {})}
+    return bool(c["precondition"]) or c["transform"] != "identity" or int(c["power"]) != 2
+
+
+def validate_speedups(cfg: Mapping | None, method: str) -> dict:
+    """The full speedups block (defaults filled in); raises ValueError naming the key when a
+    Barlow-Twins-only variant (transform, power) is set for another method or a value is bad."""
+    unknown = set(cfg or {}) - set(SPEEDUP_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown key(s) methods.{method}.speedups.{sorted(unknown)}; "
+                         f"known: {sorted(SPEEDUP_DEFAULTS)}")
+    c = {**SPEEDUP_DEFAULTS, **(cfg or {})}
+    if c["transform"] not in SPEEDUP_TRANSFORMS:
+        raise ValueError(f"methods.{method}.speedups.transform = {c['transform']!r}; "
+                         f"expected one of {SPEEDUP_TRANSFORMS}")
+    if int(c["power"]) not in (2, 4):
+        raise ValueError(f"methods.{method}.speedups.power = {c['power']!r}; expected 2 or 4")
+    if method != "barlow_twins" and (c["transform"] != "identity" or int(c["power"]) != 2):
+        raise ValueError(f"methods.{method}.speedups: transform/power (G.2, G.3) act on the Barlow Twins "
+                         f"correlation matrix; for {method} only precondition (G.1) is available")
+    return c
+
+
+def ntk_methods(config: Mapping[str, Any]) -> list[str]:
+    """The methods of Tables 1-2 (config ``ntk.methods``), each checked to have the override block of
+    the training run ``ntk.init`` names; raises ``ConfigError`` naming the missing key."""
+    from sslkit.config import ConfigError
+
+    init = config["ntk"]["init"]
+    for method in config["ntk"]["methods"]:
+        if init not in (config.get("methods") or {}).get(method, {}):
+            raise ConfigError(f"ntk.init is '{init}' but the config has no methods.{method}.{init} block: add it "
+                              f"(at least init_scale; see config/paper.yaml) or set ntk.init to small or standard")
+    return list(config["ntk"]["methods"])
+
+
+def cuda_visible() -> bool:
+    """Whether an NVIDIA GPU is visible to this process, judged without importing torch: the driver
+    lists a GPU under /proc/driver/nvidia/gpus and CUDA_VISIBLE_DEVICES does not hide them all."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def gpu_per_job(device: str) -> int:
+    """``resources: gpu`` of a GPU rule's job: 1 when it will run on a GPU (``train.device`` cuda*, or
+    auto with a GPU visible), 0 on the CPU, so that a CPU-only machine runs such jobs side by side under
+    --cores. profiles/slurm sets gpu per rule explicitly for cluster nodes."""
+    return int(device.startswith("cuda") or (device == "auto" and cuda_visible()))
