@@ -1,4 +1,4 @@
-"""Predictor vs correlation eigenvalues of BYOL, DirectPred and DirectCopy (``theory.md`` §6).
+"""Predictor vs correlation eigenvalues of BYOL, DirectPred and DirectCopy (``docs/theory.md`` §13).
 
 Tian et al.'s analysis of non-contrastive SSL: when the eigenspaces of the predictor W_p and of the
 correlation F = E[f f^T] of the online embeddings align, the eigenvalues evolve with the invariance

@@ -1,4 +1,4 @@
-"""Spectra of learned representations (paper Sec. 6, App. D.4; ``theory.md`` §4).
+"""Spectra of learned representations (paper Sec. 6, App. D.4; ``docs/theory.md`` §11).
 
 For a checkpoint and a fixed set of n positive pairs (x_i, x'_i) this module computes, in float64:
 

@@ -1,4 +1,4 @@
-"""Learning events ("steps") in eigenvalue trajectories (paper Sec. 6, Figs. 1-5; ``theory.md`` §1, §4).
+"""Learning events ("steps") in eigenvalue trajectories (paper Sec. 6, Figs. 1-5; ``docs/theory.md`` §2, §11).
 
 Input: checkpoint times t (T,) and a T x k array of spectra, column j = the j-th largest eigenvalue
 at each checkpoint (``sslkit.analysis.spectra.trajectories``). Sorting mixes eigenmodes whose values cross,

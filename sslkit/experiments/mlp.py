@@ -1,9 +1,9 @@
 """Wide single-hidden-layer MLP trained with the simplified Barlow Twins loss (paper Fig. 2A-B, App. D.1).
 
-Setting (``theory.md`` §4, last bullet): f(x) = W2 relu(W1 x + b1) + b2, hidden width 2048, d = 10
+Setting (``docs/theory.md`` §8): f(x) = W2 relu(W1 x + b1) + b2, hidden width 2048, d = 10
 outputs, PyTorch's default init multiplied by ``alpha``; loss L = ||C - I_d||_F^2 with the
 symmetrised C = (F^T F' + F'^T F) / 2n (lambda = 1, no batchnorm; the normalisation of
-``theory.md`` §1, so that t = lr x step is the time of the kernel theory); full-batch SGD on a
+``docs/theory.md`` §1, so that t = lr x step is the time of the kernel theory); full-batch SGD on a
 fixed set of n images, both views re-cropped at random every epoch (one step per epoch).
 
 Time scale (measured; see ``mlp.alpha_layers`` in config.yaml). Multiplying *every* layer by

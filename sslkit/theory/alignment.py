@@ -1,4 +1,4 @@
-"""Alignment of a trained network's embeddings with the eNTK theory (paper App. E; ``theory.md`` §3).
+"""Alignment of a trained network's embeddings with the eNTK theory (paper App. E; ``docs/theory.md`` §7).
 
 For a trained network f (d outputs) and n positive pairs stacked as the 2n points ``Z = [X; X']``
 (index ``i < n`` is ``x_i``, ``n + i`` its partner ``x'_i``):

@@ -1,4 +1,4 @@
-"""Kernelised Barlow Twins theory (paper Sec. 5, App. B; ``theory.md`` §2-3) and subspace alignment.
+"""Kernelised Barlow Twins theory (paper Sec. 5, App. B; ``docs/theory.md`` §6, §7) and subspace alignment.
 
 Conventions. The 2n training points are the two views stacked as ``[X; X']``: index ``i < n`` is
 ``x_i`` and index ``n + i`` is its positive partner ``x'_i``. ``K`` is the 2n x 2n kernel matrix

@@ -1,4 +1,4 @@
-"""Linear model of Barlow Twins (paper Sec. 3-4; ``theory.md`` §1): exact theory.
+"""Linear model of Barlow Twins (paper Sec. 3-4, App. C; ``docs/theory.md`` §1-§5): exact theory.
 
 Model f(x) = W x with W in R^{d x m}; C = W Gamma W^T with Gamma = (X^T X' + X'^T X) / 2n;
 loss L = ||C - I||_F^2; gradient flow dW/dt = -4 (W Gamma W^T - I) W Gamma.

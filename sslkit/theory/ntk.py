@@ -1,4 +1,4 @@
-"""Scalarised empirical NTK of any torch module, block by block (paper App. D.5; ``theory.md`` §3).
+"""Scalarised empirical NTK of any torch module, block by block (paper App. D.5; ``docs/theory.md`` §7).
 
 For a network with d outputs f_1..f_d, the scalarised eNTK is
 

@@ -23,8 +23,8 @@ Definitions:
 - Eigenvalues: on a fixed evaluation batch (``eval.batch_size`` training images, two augmented
   views drawn once from the run's seed), embeddings z1, z2 (N x d) of the online network in train
   mode (batch statistics; running statistics are restored afterwards). ``eig_C``: eigenvalues of
-  the symmetrised cross-correlation C = (z1^T z2 + z2^T z1) / 2N of the raw embeddings (theory.md
-  §1; no batchnorm, no centring). ``eig_cov``: eigenvalues of the centred covariance of the 2N
+  the symmetrised cross-correlation C = (z1^T z2 + z2^T z1) / 2N of the raw embeddings (no
+  batchnorm, no centring; docs/theory.md §1). ``eig_cov``: eigenvalues of the centred covariance of the 2N
   embeddings [z1; z2] (N - 1 normalisation). The paper reports C for Barlow Twins, covariance
   for the others (App. D.4); both are stored for every method. ``rank``: number of eigenvalues of
   that matrix above ``eval.rank_tol`` x the largest.

@@ -8,7 +8,7 @@ bf16 autocast).
 ============  =====================================================================================
 Barlow Twins  ``barlow_twins_loss``: sum_i (1 - C_ii)^2 + lambda sum_{i!=j} C_ij^2, C = z1'^T z2' / N
               with z' batch-normalised (official code) or raw (the paper's small-init variant:
-              lambda = 1, no batchnorm, optionally symmetrised C -> ||C - I||_F^2 of theory.md §1).
+              lambda = 1, no batchnorm, optionally symmetrised C -> ||C - I||_F^2 of docs/theory.md §1).
 SimCLR        ``nt_xent_loss``: InfoNCE over the 2N views with cosine similarity / temperature.
 VICReg        ``vicreg_loss``: 25 * MSE + 25 * variance + 1 * covariance (official code, eps 1e-4).
 BYOL          ``byol_loss``: 2 - 2 cos(p, z_target), averaged over the batch (one direction);
@@ -61,7 +61,7 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, batchnorm: bool = Fals
     """Cross-correlation C (d x d) of N x d embeddings: C = z1^T z2 / N.
 
     ``batchnorm``: standardise each dimension over the batch first (official Barlow Twins).
-    ``symmetric``: return (C + C^T) / 2, the C = (1/2n) sum_i [f f'^T + f' f^T] of theory.md §1.
+    ``symmetric``: return (C + C^T) / 2, the C = (1/2n) sum_i [f f'^T + f' f^T] of docs/theory.md §1.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be N x d, got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -81,7 +81,7 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
         batchnorm: standardise the embeddings over the batch before C (official: yes; the paper's
             small-init runs: no).
         scale: overall loss factor (the official code's ``scale-loss``; 1 in its final version).
-        symmetric: use the symmetrised C (theory.md §1); with lambd = 1 the loss is ||C - I||_F^2.
+        symmetric: use the symmetrised C (docs/theory.md §1); with lambd = 1 the loss is ||C - I||_F^2.
     """
     c = cross_correlation(z1, z2, batchnorm=batchnorm, symmetric=symmetric)
     on_diag = (torch.diagonal(c) - 1).pow(2).sum()

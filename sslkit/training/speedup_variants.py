@@ -1,4 +1,4 @@
-"""The speed-ups proposed in the paper's Appendix G (``theory.md`` §5), as small pure functions.
+"""The speed-ups proposed in the paper's Appendix G (``docs/theory.md`` §12), as small pure functions.
 
 The paper proposed them and never measured them; ``rules/speedups.smk`` does. Every one is
 switched on per method through the method block's ``speedups:`` section of the config (default:

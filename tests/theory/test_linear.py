@@ -2,7 +2,7 @@
 
 Every number is checked against an independent computation written here (finite differences,
 Gram-Schmidt vs QR, chi-distribution moments, a plain RK4, the original-basis simulator) or
-against the theory the paper states (theory.md §1).
+against the theory the paper states (docs/theory.md §1-§5).
 """
 from __future__ import annotations
 
