@@ -1,5 +1,5 @@
 # The two commands of the README. Both create .venv and install the project (editable, with the
-# test and cluster extras) when the venv is missing or pyproject.toml changed.
+# test, cluster and lint extras) when the venv is missing or pyproject.toml changed.
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup dag report clean-results
+.PHONY: run test lint setup dag report clean-results
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
@@ -17,6 +17,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
+
+# Static checks CI runs: ruff (pyproject.toml), snakefmt, snakemake --lint, the README's rule graph.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --rulegraph mermaid-js 2>/dev/null | $(BIN)/python .ci/rulegraph.py README.md --check
 
 # The README's rule graph: Snakemake's Mermaid output between the rulegraph markers of README.md
 # (GitHub draws it); CI checks that it is current.
@@ -29,7 +36,7 @@ report: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,cluster]' 2>&1 \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,cluster,lint]' 2>&1 \
 		| { grep -v "^WARNING: Location" || true; }
 	$(BIN)/python -c "import sslkit, torch, snakemake, mlflow"
 	touch $(STAMP)

@@ -35,6 +35,22 @@ def test_dry_run_default_config(repo, workdir):
         assert rule in r.stdout + r.stderr
 
 
+def test_parsing_imports_neither_torch_nor_matplotlib(repo, workdir):
+    """Planning the whole default DAG (-n) with torch and matplotlib made unimportable: parsing the
+    Snakefile and evaluating every input function must not need them (issue: ~5 s per call)."""
+    blocker = ("import sys\n"
+               "for name in ('torch', 'torchvision', 'matplotlib'):\n"
+               "    sys.modules[name] = None  # any import of it raises ImportError\n"
+               "from snakemake.cli import main\n"
+               "sys.argv = ['snakemake'] + sys.argv[1:]\n"
+               "main()\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    r = subprocess.run([sys.executable, "-c", blocker, "-s", str(repo / "Snakefile"), "-n", "--quiet", "rules"],
+                       cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "train" in r.stdout + r.stderr
+
+
 def test_lint_clean(repo):
     r = run_smk(repo, "--lint")
     assert r.returncode == 0, r.stdout + r.stderr
