@@ -2,7 +2,7 @@
 # here (rna-seq-star-deseq2 style). The Snakefile's default target collects all_targets().
 import sslkit.theory.alignment
 import sslkit.data
-import sslkit.training.networks
+import sslkit.registry
 import sslkit.viz.plots
 import sslkit.training.speedup_variants
 
@@ -11,11 +11,11 @@ DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.viz.plots.SOURCES
-SSL_METHODS = list(sslkit.training.networks.METHODS)
+# the registered SSL methods (sslkit/training/methods/, read without importing torch) and their labels
+SSL_METHODS = list(sslkit.registry.METHODS)
 # init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
-SSL_INITS = ["small", "standard", "ntk"]
-METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg", "byol": "BYOL",
-                 "directpred": "DirectPred", "directcopy": "DirectCopy"}
+SSL_INITS = list(sslkit.registry.INITS)
+METHOD_LABELS = dict(sslkit.registry.METHOD_LABELS)
 
 
 def gpu_per_job():
