@@ -2,7 +2,9 @@
 # DAG: data -> linear model vs theory -> SSL training (small/standard init) -> checkpoint spectra,
 # step detection, probes -> empirical NTK alignment -> tables, figures, report.
 # Run: `make run` (or `snakemake --cores all`); other scales: `--configfile config/<scale>.yaml`.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+import sslkit.config
 
 min_version("9.20")
 
@@ -10,7 +12,8 @@ min_version("9.20")
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
+# config/schema.yaml completed with the method registry (sslkit.registry); fills defaults, names bad keys
+sslkit.config.validate(config)
 
 
 report: "report/workflow.rst"

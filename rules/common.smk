@@ -6,24 +6,20 @@
 # `rules.<rule>.output.<name>` (run_files() fills in the runs, expand() the dataset).
 import sslkit.data
 import sslkit.plan
-import sslkit.training.networks
+import sslkit.registry
 import sslkit.viz
 
 DATASET = config["dataset"]
 DATASETS = list(sslkit.data.DATASETS)
 # figure jobs declare these as inputs: editing the plotting module or the style reruns them
 PLOT_SOURCES = sslkit.viz.SOURCES
-SSL_METHODS = list(sslkit.training.networks.METHODS)
+# the registered SSL methods (sslkit/training/methods/, read without importing torch) and their labels
+SSL_METHODS = list(sslkit.registry.METHODS)
 # init names of the training runs; ntk runs (App. E) are trained only when config ntk.init names them
-SSL_INITS = ["small", "standard", "ntk"]
-METHOD_LABELS = {
-    "barlow_twins": "Barlow Twins",
-    "simclr": "SimCLR",
-    "vicreg": "VICReg",
-    "byol": "BYOL",
-    "directpred": "DirectPred",
-    "directcopy": "DirectCopy",
-}
+SSL_INITS = list(sslkit.registry.INITS)
+METHOD_LABELS = dict(sslkit.registry.METHOD_LABELS)
+# methods with an EMA target network and a predictor (BYOL family: rules/noncontrastive.smk)
+EMA_METHODS = [name for name, spec in sslkit.registry.specs().items() if spec.ema]
 # GPU rules request resources gpu=GPU_PER_JOB: 1 where their jobs run on a GPU, 0 on the CPU
 GPU_PER_JOB = sslkit.plan.gpu_per_job(config["train"]["device"])
 # report categories

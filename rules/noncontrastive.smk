@@ -14,7 +14,7 @@ rule noncontrastive_predictor:
     log:
         "logs/noncontrastive_predictor/{dataset}/{method}-{init}.log",
     wildcard_constraints:
-        method="byol|directpred|directcopy",
+        method="|".join(EMA_METHODS),
         init="|".join(SSL_INITS),
     conda:
         "../envs/sslkit.yaml"

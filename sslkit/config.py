@@ -1,9 +1,12 @@
 """Workflow configuration: loading overlays, schema validation with readable errors.
 
-The Snakefile validates with ``snakemake.utils.validate(config, "config/schema.yaml")``; this module
-does the same outside Snakemake (bench scripts, notebooks, tests) and turns jsonschema's errors
-into one line that names the offending key, e.g.
-``config key 'pairs.n': -5 is less than the minimum of 1``.
+The schema is ``config/schema.yaml`` completed with the SSL method registry's parts (the method
+enum, one block per registered method: ``sslkit.registry.compose_schema``), so that the methods
+the config accepts are exactly the registered ones. The Snakefile validates with :func:`validate`
+(filling defaults, as ``snakemake.utils.validate`` did), and so do bench scripts, notebooks and
+tests. jsonschema's errors become one line per error that names the offending key, e.g.
+``config key 'pairs.n': -5 is less than the minimum of 1``. Imports neither torch nor the method
+modules (the registry is read statically).
 """
 
 from __future__ import annotations
@@ -27,9 +30,16 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
 
 
-def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+def load_schema(path: str | os.PathLike = SCHEMA_PATH, registry: bool = True) -> dict:
+    """The config schema: the file ``path`` completed with the method registry's parts (``registry=False``:
+    the file alone)."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    if registry:
+        from sslkit.registry import compose_schema
+
+        schema = compose_schema(schema)
+    return schema
 
 
 def deep_update(base: dict, overlay: Mapping) -> dict:

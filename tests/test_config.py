@@ -48,19 +48,37 @@ def test_bad_config_rejected_naming_key(default, overlay, key):
     assert f"'{key}'" in str(err.value)
 
 
-@pytest.mark.parametrize("overlay,key", BAD[:6], ids=[k for _, k in BAD[:6]])
-def test_snakemake_validate_rejects_too(repo, default, overlay, key):
-    """The Snakefile's own validate() call rejects the same configs, and names the key."""
-    from snakemake.utils import validate
+BAD_METHODS = [
+    ({"methods": {"moco": {}}}, "methods.moco"),                                   # unregistered method
+    ({"methods": {"simclr": {"loss": {"tau": 0.1}}}}, "methods.simclr.loss.tau"),  # not one of its loss keys
+    ({"methods": {"simclr": {"loss": {"temperature": 0}}}}, "methods.simclr.loss.temperature"),  # out of range
+    ({"methods": {"simclr": {"predictor": {"hidden": [8], "batchnorm": True}}}}, "methods.simclr.predictor"),
+    ({"methods": {"vicreg": {"small": {"loss": {"lambda": 1.0}}}}}, "methods.vicreg.small.loss.lambda"),
+    ({"noncontrastive": {"methods": ["simclr"]}}, "noncontrastive.methods.0"),      # no EMA target
+    ({"ntk": {"methods": ["barlow_twins", "moco"]}}, "ntk.methods.1"),
+]
 
+
+@pytest.mark.parametrize("overlay,key", BAD_METHODS, ids=[k for _, k in BAD_METHODS])
+def test_registry_parts_of_schema_reject_naming_key(default, overlay, key):
+    """The method enum and per-method blocks come from the registry; violations name their key."""
     cfg = cfgmod.deep_update(copy.deepcopy(default), overlay)
-    with pytest.raises(Exception) as err:
-        validate(cfg, str(repo / "config" / "schema.yaml"))
-    msg = str(err.value)
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.validate(cfg)
+    assert f"'{key}'" in str(err.value), str(err.value)
 
-    def instance(path):  # how jsonschema names a location: On instance['train']['methods'][1]
-        return "On instance" + "".join(f"[{int(p)}]" if p.isdigit() else f"['{p}']" for p in path) + ":"
 
-    *parent, last = key.split(".")
-    # the bad value's own location, or (an unknown key) its section and the key's name
-    assert instance(key.split(".")) in msg or (f"'{last}' was unexpected" in msg and instance(parent) in msg), msg
+def test_loss_defaults_fill_the_method_block_not_its_init_overrides(default):
+    """A loss key left out of methods.<m>.loss takes the registry's default; an init override block
+    gets no defaults (they would silently replace the method's own values)."""
+    from sslkit.registry import specs
+
+    cfg = copy.deepcopy(default)
+    del cfg["methods"]["barlow_twins"]["loss"]["scale"]
+    cfg["methods"]["vicreg"]["loss"] = {"sim_coeff": 10.0}
+    cfgmod.validate(cfg)
+    bt = cfg["methods"]["barlow_twins"]
+    assert bt["loss"]["scale"] == specs()["barlow_twins"].loss_defaults["scale"] == 1.0
+    assert bt["small"]["loss"] == default["methods"]["barlow_twins"]["small"]["loss"]
+    assert cfg["methods"]["vicreg"]["loss"] == {"sim_coeff": 10.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4}
+    assert "loss" not in cfg["methods"]["vicreg"]["small"]

@@ -7,7 +7,8 @@ Table 2 (``table2.csv``): one row per pair of methods, method_a, method_b, align
 
 The paper's values (ResNet-50 on STL-10, d = 50, n = 1000, App. E Tables 1-2) are in
 ``PAPER_TABLE1`` / ``PAPER_TABLE2`` / ``PAPER_RANDOM``; Markdown and LaTeX print them in columns
-beside ours. CSVs keep full precision (``repr`` of floats), so they round-trip exactly.
+beside ours. CSVs keep full precision (``repr`` of floats), so they round-trip exactly. Method
+names print as their registry labels (``sslkit.registry.METHOD_LABELS``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import csv
 import io
 import math
 from typing import Any, Iterable, Mapping, Sequence
+
+from sslkit.registry import METHOD_LABELS
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -53,8 +56,6 @@ PAPER_TABLE2 = {
 #: the paper's random-subspace baseline d/(2n) = 50/2000
 PAPER_RANDOM = 0.025
 PAPER_SETTING = "ResNet-50, STL-10, d = 50, n = 1000"
-METHOD_LABELS = {"barlow_twins": "Barlow Twins", "simclr": "SimCLR", "vicreg": "VICReg",
-                 "byol": "BYOL", "directpred": "DirectPred", "directcopy": "DirectCopy"}
 
 _INT_COLUMNS = {"n", "d"}
 _STR_COLUMNS = {"method", "method_a", "method_b"}

@@ -63,8 +63,9 @@ from sslkit.training import speedup_variants as speedups
 from sslkit.training.augment import build_augment
 from sslkit.config import ConfigError, deep_update
 from sslkit.io import atomic_path, save_json
+from sslkit.registry import INITS, METHODS
 from sslkit.training.methods import make_method
-from sslkit.training.networks import METHODS, build_model
+from sslkit.training.networks import build_model
 from sslkit.training.optim import LrSchedule, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-#: init names of a method block's override sub-blocks: small / standard (Figs. 1-4) and ntk (an
-#: extra run for the eNTK comparison of App. E, used where config ntk.init names it)
-INITS = ("small", "standard", "ntk")
 _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 

@@ -7,8 +7,12 @@ Contract used by later stages (checkpoint analysis, eNTK, probes)::
     model.projector(h)  # N x h -> N x d                              (embedding)
     model.hidden(x)     # = model.encoder(x)
     model.embed(x)      # = model.projector(model.encoder(x))
-    model.predictor     # N x d -> N x d; only BYOL, DirectPred and DirectCopy have one
-    model.target        # EMA copy (encoder + projector) for the BYOL family, else absent
+    model.predictor     # N x d -> N x d; only methods registered with a predictor (BYOL family)
+    model.target        # EMA copy (encoder + projector) for methods registered with ema=True, else absent
+
+Which parts a method's model has comes from its registry declaration (``sslkit.training.methods``):
+``predictor`` (None | "mlp" | "linear"), ``ema`` and ``projector`` (the MLP below, or the method's
+own ``build_projector``).
 
 Encoders are torchvision's ``ResNet`` (its ``BasicBlock``/``Bottleneck`` and ``_make_layer``), built
 with two options the paper's CPU-scale reproduction needs:
@@ -24,7 +28,7 @@ projector and predictor (conv/linear weights and biases, batch-norm affine weigh
 right after PyTorch's default initialisation; buffers (batch-norm running statistics) are not
 touched. ``alpha = 1`` is the standard init.
 
-Projectors follow each method's paper: ``hidden`` Linear layers each followed by BatchNorm1d
+MLP projectors follow each method's paper: ``hidden`` Linear layers each followed by BatchNorm1d
 (optional) and ReLU, then a Linear layer to ``dim`` = d (Barlow Twins' last layer has no bias).
 """
 
@@ -37,6 +41,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from sslkit.training.methods import METHODS
+
 __all__ = [
     "ResNetEncoder",
     "build_encoder",
@@ -44,16 +50,7 @@ __all__ = [
     "SSLModel",
     "build_model",
     "scale_init",
-    "METHODS",
-    "PREDICTOR_METHODS",
-    "EMA_METHODS",
 ]
-
-METHODS = ("barlow_twins", "simclr", "vicreg", "byol", "directpred", "directcopy")
-#: methods with a predictor head on the online branch
-PREDICTOR_METHODS = ("byol", "directpred", "directcopy")
-#: methods with an exponential-moving-average target network
-EMA_METHODS = ("byol", "directpred", "directcopy")
 
 _ARCHS = {
     "resnet18": (tv_resnet.BasicBlock, [2, 2, 2, 2]),
@@ -162,14 +159,14 @@ class SSLModel(nn.Module):
                  predictor: nn.Module | None = None, ema_target: bool = False):
         super().__init__()
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
         self.method = method
         self.encoder = encoder
         self.projector = projector
         if predictor is not None:
             self.predictor = predictor
-        if method in ("directpred", "directcopy"):
-            d = projector[-1].out_features
+        if METHODS[method].spec.predictor == "linear":
+            d = predictor.in_features
             # running correlation F_hat of the online embeddings (d x d) and whether it has data yet
             self.register_buffer("corr", torch.zeros(d, d))
             self.register_buffer("corr_initialized", torch.zeros((), dtype=torch.bool))
@@ -199,27 +196,36 @@ def build_model(run_config: dict) -> SSLModel:
     """The SSL model of a resolved run config (see ``sslkit.training.engine.resolve_run_config``).
 
     Uses ``run_config['encoder']`` (arch, width, small_stem), ``run_config['data']['channels']``,
-    ``run_config['method_config']['projector']`` / ``['predictor']`` and ``run_config['init_scale']``.
-    Initialisation is drawn from torch's global RNG (seed it before calling for reproducibility).
+    ``run_config['method_config']['projector']`` / ``['predictor']`` and ``run_config['init_scale']``;
+    the method's registry declaration says which parts it has. Initialisation is drawn from torch's
+    global RNG (seed it before calling for reproducibility).
     """
     method = run_config["method"]
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    spec = cls.spec
     enc_cfg = run_config["encoder"]
     mcfg = run_config["method_config"]
     encoder = build_encoder(enc_cfg["arch"], enc_cfg["width"], enc_cfg["small_stem"],
                             run_config["data"]["channels"])
     pcfg = mcfg["projector"]
-    projector = mlp(encoder.out_dim, pcfg["hidden"], pcfg["dim"], pcfg["batchnorm"], pcfg["last_bias"])
+    projector = cls.build_projector(encoder.out_dim, pcfg)
+    d = int(pcfg["dim"])
     predictor = None
-    if method == "byol":
+    if spec.predictor == "mlp":
+        if "predictor" not in mcfg:
+            raise ValueError(f"methods.{method} has an MLP predictor: config key 'methods.{method}.predictor' "
+                             f"(hidden, batchnorm) is missing")
         qcfg = mcfg["predictor"]
-        predictor = mlp(pcfg["dim"], qcfg["hidden"], pcfg["dim"], qcfg["batchnorm"], True)
-    elif method in ("directpred", "directcopy"):
+        predictor = mlp(d, qcfg["hidden"], d, qcfg["batchnorm"], True)
+    elif spec.predictor == "linear":
         # linear d x d predictor, set from the running correlation F_hat (never trained)
-        predictor = nn.Linear(pcfg["dim"], pcfg["dim"], bias=False)
+        predictor = nn.Linear(d, d, bias=False)
         predictor.weight.requires_grad_(False)
     alpha = float(run_config["init_scale"])
     scale_init(encoder, alpha)
     scale_init(projector, alpha)
-    if predictor is not None and method == "byol":
+    if predictor is not None and spec.predictor == "mlp":
         scale_init(predictor, alpha)
-    return SSLModel(method, encoder, projector, predictor, ema_target=method in EMA_METHODS)
+    return SSLModel(method, encoder, projector, predictor, ema_target=spec.ema)

@@ -95,13 +95,14 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, digits, 
     rc = resolve(tiny_config("simclr"), "simclr", digits)
     from sslkit.training import methods
 
-    orig = methods.SimCLR.loss
+    simclr = methods.METHODS["simclr"]
+    orig = simclr.loss
 
     def poisoned(self, x1, x2, step, update=True):
         loss, z1, z2 = orig(self, x1, x2, step, update)
         return (loss * float("nan") if step >= 7 and update else loss), z1, z2
 
-    monkeypatch.setattr(methods.SimCLR, "loss", poisoned)
+    monkeypatch.setattr(simclr, "loss", poisoned)
     with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at step 7 of simclr-small") as err:
         T.train(rc, digits, tmp_path / "run")
     assert "step_00000005.pt" in str(err.value) and "learning rate" in str(err.value)

@@ -60,7 +60,7 @@ def test_bad_config_fails_naming_key(repo, workdir):
     r = smk_in(repo, workdir, "-n", "--config", "dataset=mnist")
     assert r.returncode != 0
     out = r.stdout + r.stderr
-    assert "instance['dataset']" in out and "mnist" in out
+    assert "config key 'dataset'" in out and "mnist" in out
 
 
 def test_data_stage_runs_in_fresh_workdir(repo, workdir):
