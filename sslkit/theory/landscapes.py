@@ -328,12 +328,27 @@ def gd_spectral(Gamma: np.ndarray, W0: np.ndarray, lr: float, steps: int, loss: 
         raise ValueError(f"record steps must lie in [0, {steps}]")
     Vd = np.linalg.eigh(Gamma)[1][:, ::-1][:, :d]
     out_loss, out_eigs, out_coef = np.empty(rec.size), np.empty((rec.size, d)), np.empty((rec.size, d, d))
-    k = 0
     two_lr = 2.0 * lr
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, by name
+        _spectral_loop(W, Gamma, Vd, two_lr, steps, rec, loss, eps, out_loss, out_eigs, out_coef)
+    if not np.all(np.isfinite(W)):
+        raise ValueError(f"gradient descent of the {loss} loss diverged (lr = {lr:g}); lower lr")
+    return SpectralTrajectory(rec, lr * rec, out_loss, out_eigs, out_coef, W, lr)
+
+
+def _spectral_loop(W, Gamma, Vd, two_lr, steps, rec, loss, eps, out_loss, out_eigs, out_coef) -> None:
+    k = 0
     for s in range(steps + 1):
         WG = W @ Gamma
         C = WG @ W.T
-        lam, Q = np.linalg.eigh(0.5 * (C + C.T))
+        try:
+            lam, Q = np.linalg.eigh(0.5 * (C + C.T))
+        except np.linalg.LinAlgError:  # non-finite C: diverged
+            W[...] = np.nan
+            return
+        if not math.isfinite(lam[-1] + lam[0]):
+            W[...] = np.nan
+            return
         if k < rec.size and rec[k] == s:
             out_loss[k] = float(eigen_loss(loss, lam, eps).sum())
             out_eigs[k] = lam[::-1]
@@ -342,11 +357,6 @@ def gd_spectral(Gamma: np.ndarray, W0: np.ndarray, lr: float, steps: int, loss: 
         if s == steps:
             break
         W -= ((Q * (two_lr * eigen_loss_grad(loss, lam, eps))) @ Q.T) @ WG
-        if (s & 1023) == 0 and not np.all(np.isfinite(W)):
-            raise ValueError(f"gradient descent of the {loss} loss diverged at step {s} (lr = {lr:g}); lower lr")
-    if not np.all(np.isfinite(W)):
-        raise ValueError(f"gradient descent of the {loss} loss diverged (lr = {lr:g}); lower lr")
-    return SpectralTrajectory(rec, lr * rec, out_loss, out_eigs, out_coef, W, lr)
 
 
 def gd_supervised(Gamma: np.ndarray, y: np.ndarray, w0: np.ndarray, lr: float, steps: int,
