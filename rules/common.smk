@@ -247,4 +247,11 @@ def all_targets():
             f"results/figures/noncontrastive_{DATASET}.png",
             f"results/figures/noncontrastive_{DATASET}.pdf",
         ]
+    # beyond the figures (rules/theory_figures.smk): App. F-G, Figs. 8-9, sharpened-loss speed-up
+    if config["theory_figures"]["in_all"]:
+        targets += [f"results/figures/{f}_{DATASET}.{ext}" for f in ("fig8_symmetry_breaking", "fig9_landscapes")
+                    for ext in ("png", "pdf")]
+        targets.append(f"results/theory/{DATASET}/sharpened_speedup.csv")
+        if config["speedups"]["in_all"]:
+            targets.append(f"results/tables/{DATASET}/sharpened_speedup.csv")
     return targets

@@ -1,0 +1,149 @@
+# Beyond the figures the workflow had: the paper's App. F-G theory on the linear model (Figs. 8-9, the
+# sharpened loss solved exactly, its predicted vs measured speed-up). Library: sslkit.theory.landscapes,
+# sslkit.theory.landscape_experiments; text: docs/theory_sharpened.md.
+
+
+rule theory_fig8:
+    input:
+        pairs="results/linear/{dataset}/pairs.npz",
+    output:
+        trajectory="results/theory/{dataset}/fig8.npz",
+        summary="results/theory/{dataset}/fig8.json",
+    params:
+        d=config["linear"]["d"],
+        alpha=config["linear"]["alpha"],
+        seed=config["linear"]["seed"],
+        lr=config["theory_figures"]["lr"],
+        lr_supervised=config["theory_figures"]["lr_supervised"],
+    log:
+        "logs/theory_fig8/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/theory_fig8.py"
+
+
+rule theory_fig9:
+    input:
+        pairs="results/linear/{dataset}/pairs.npz",
+    output:
+        trajectory="results/theory/{dataset}/fig9.npz",
+        summary="results/theory/{dataset}/fig9.json",
+    params:
+        d=config["linear"]["d"],
+        alpha=config["linear"]["alpha"],
+        seed=config["linear"]["seed"],
+        lr=config["theory_figures"]["lr"],
+        eps=config["theory_figures"]["smooth_eps"],
+    log:
+        "logs/theory_fig9/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/theory_fig9.py"
+
+
+rule sharpened_speedup:
+    input:
+        pairs="results/linear/{dataset}/pairs.npz",
+    output:
+        table="results/theory/{dataset}/sharpened_speedup.csv",
+        summary="results/theory/{dataset}/sharpened_speedup.json",
+    params:
+        d=config["linear"]["d"],
+        alpha=config["linear"]["alpha"],
+        seed=config["linear"]["seed"],
+        lr=config["linear"]["lr"],
+        level=config["theory_figures"]["level"],
+    log:
+        "logs/sharpened_speedup/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/sharpened_speedup.py"
+
+
+rule sharpened_speedup_table:
+    input:
+        linear="results/theory/{dataset}/sharpened_speedup.csv",
+        factors="results/speedups/{dataset}/speedup_factors.csv",
+    output:
+        csv=report(
+            "results/tables/{dataset}/sharpened_speedup.csv",
+            caption="../report/sharpened_speedup_table.rst",
+            category="8. Theory: App. F-G (Figs. 8-9)",
+            labels={"table": "sharpened-loss speed-up", "dataset": "{dataset}"},
+        ),
+        md="results/tables/{dataset}/sharpened_speedup.md",
+    params:
+        variant=config["theory_figures"]["resnet_variant"],
+    log:
+        "logs/sharpened_speedup_table/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/sharpened_speedup_table.py"
+
+
+rule fig8_symmetry_breaking:
+    input:
+        trajectory="results/theory/{dataset}/fig8.npz",
+        summary="results/theory/{dataset}/fig8.json",
+        style=PLOT_SOURCES,
+    output:
+        png=report(
+            "results/figures/fig8_symmetry_breaking_{dataset}.png",
+            caption="../report/fig8_symmetry_breaking.rst",
+            category="8. Theory: App. F-G (Figs. 8-9)",
+            labels={"figure": "Fig. 8", "dataset": "{dataset}"},
+        ),
+        pdf="results/figures/fig8_symmetry_breaking_{dataset}.pdf",
+    params:
+        title=lambda wc: f"Fig. 8 on {wc.dataset}: SSL breaks a symmetry, supervised learning does not",
+    log:
+        "logs/fig8_symmetry_breaking/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/fig8_symmetry_breaking.py"
+
+
+rule fig9_landscapes:
+    input:
+        trajectory="results/theory/{dataset}/fig9.npz",
+        summary="results/theory/{dataset}/fig9.json",
+        style=PLOT_SOURCES,
+    output:
+        png=report(
+            "results/figures/fig9_landscapes_{dataset}.png",
+            caption="../report/fig9_landscapes.rst",
+            category="8. Theory: App. F-G (Figs. 8-9)",
+            labels={"figure": "Fig. 9", "dataset": "{dataset}"},
+        ),
+        pdf="results/figures/fig9_landscapes_{dataset}.pdf",
+    params:
+        title=lambda wc: f"Fig. 9 on {wc.dataset}: modewise losses of App. G, GD on the linear model vs exact solutions",
+    log:
+        "logs/fig9_landscapes/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/sslkit.yaml"
+    script:
+        "../workflow_scripts/fig9_landscapes.py"
