@@ -139,7 +139,7 @@ def original_s_tilde(gamma, s0, t) -> np.ndarray:
     g, s, _ = _grid(gamma, s0, t)
     if np.any(g <= 0):
         raise ValueError("original_s_tilde needs gamma_j > 0 (s~ = gamma^{1/2} s)")
-    return np.sign(s) * np.sqrt(lambda_closed_form(gamma, np.abs(s[0]), t))
+    return np.sign(s) * np.sqrt(lambda_closed_form(g[0], np.abs(s[0]), t))
 
 
 def smoothed_s_tilde(gamma, s0, t) -> np.ndarray:
