@@ -76,6 +76,8 @@ rule sharpened_speedup_table:
     input:
         linear="results/theory/{dataset}/sharpened_speedup.csv",
         factors="results/speedups/{dataset}/speedup_factors.csv",
+        baselines=lambda wc: [p for p in speedups_runs(wc.dataset, "manifest.json") if "/barlow_twins-" in p
+                              and "-baseline-" in p],
     output:
         csv=report(
             "results/tables/{dataset}/sharpened_speedup.csv",
@@ -86,6 +88,7 @@ rule sharpened_speedup_table:
         md="results/tables/{dataset}/sharpened_speedup.md",
     params:
         variant=config["theory_figures"]["resnet_variant"],
+        level=config["theory_figures"]["level"],
     log:
         "logs/sharpened_speedup_table/{dataset}.log",
     threads: 1

@@ -192,9 +192,13 @@ def run_sharpened_speedup(X, Xp, *, d: int, alpha: float, seed: int, lr: float, 
     return rows, summary
 
 
-def resnet_comparison(linear_rows, factors, method: str = "barlow_twins", variant: str = "sharpen"):
+def resnet_comparison(linear_rows, factors, method: str = "barlow_twins", variant: str = "sharpen",
+                      resnet_lambda0: dict | None = None, level: float = 0.5):
     """The linear rows beside the ResNet speed-up factors (``speedup_factors.csv`` of rules/speedups.smk:
-    ``method``'s ``variant`` rows, one column group per init). Returns a DataFrame, one row per k."""
+    ``method``'s ``variant`` rows, one column group per init). ``resnet_lambda0``: init -> the ResNet
+    baseline's initial eigenvalues of C (descending); adds ``resnet_{init}_theory``, the aligned linear
+    prediction at those lambda_k(0) (gamma-free: log(1/l0 - 1)/8 over log((1 - l0^1/2)/(1 - level^1/2))/2).
+    Returns a DataFrame, one row per k."""
     import pandas as pd
 
     lin = pd.DataFrame(list(linear_rows))
@@ -213,4 +217,12 @@ def resnet_comparison(linear_rows, factors, method: str = "barlow_twins", varian
             columns={c: f"resnet_{init}_{c.split('_')[1]}" for c in ("speedup_median", "speedup_min",
                                                                       "speedup_max")})
         out = out.merge(part, on="k", how="outer")
+    for init, lam0 in (resnet_lambda0 or {}).items():
+        lam0 = np.asarray(lam0, dtype=np.float64)
+        ok = (lam0 > 0) & (lam0 < level)
+        pred = np.full(lam0.shape, np.nan)
+        pred[ok] = ls.predicted_speedup(np.ones(int(ok.sum())), np.sqrt(lam0[ok]), level)["speedup"]
+        col = pd.DataFrame({"k": np.arange(1, lam0.size + 1), f"resnet_{init}_lambda0": lam0,
+                            f"resnet_{init}_theory": pred})
+        out = out.merge(col, on="k", how="outer")
     return out.sort_values("k").reset_index(drop=True)

@@ -759,7 +759,7 @@ def fig9_landscapes(arrays: dict, summary: dict, title: str = ""):
             ax.set_title(f"{name}: max |sim - exact| of $\\tilde s$ = {err:.1e}", fontsize=9)
         axes[0, 0].set_ylabel("$L_j$")
         axes[1, 0].set_ylabel("$\\lambda_j(t) = \\tilde s_j(t)^2$")
-        axes[1, 0].legend(loc="lower right")
+        axes[1, 0].legend(loc="center left")
         fig.suptitle(title or "Fig. 9: modewise losses and their dynamics")
         fig.tight_layout()
     return fig

@@ -66,3 +66,15 @@ def test_resnet_comparison_and_bad_input():
         le.resnet_comparison(rows, factors, variant="quartic")
     with pytest.raises(ValueError, match="lacks columns"):
         le.resnet_comparison(rows, factors.drop(columns="speedup_max"))
+
+
+def test_resnet_theory_column_uses_the_initial_eigenvalues():
+    rows = [{"k": 1, "gamma_k": 1.0, "lambda0_k": 1e-9, "speedup_theory": 4.0, "speedup_measured": 4.1}]
+    factors = pd.DataFrame([{"method": "barlow_twins", "init": "small", "variant": "sharpen", "k": 1,
+                             "speedup_median": 1.5, "speedup_min": 1.2, "speedup_max": 1.8}])
+    out = le.resnet_comparison(rows, factors, resnet_lambda0={"small": [1e-3, 1e-6, -1e-6]})
+    # exact level-1/2 times of the two flows at gamma = 1
+    t_orig = np.log(1 / np.array([1e-3, 1e-6]) - 1) / 8
+    t_sharp = np.log((1 - np.sqrt([1e-3, 1e-6])) / (1 - 2**-0.5)) / 2
+    assert np.allclose(out["resnet_small_theory"][:2], t_orig / t_sharp, rtol=1e-12)
+    assert np.isnan(out["resnet_small_theory"][2])  # lambda(0) <= 0: no prediction
