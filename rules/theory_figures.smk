@@ -140,7 +140,9 @@ rule fig9_landscapes:
         ),
         pdf="results/figures/fig9_landscapes_{dataset}.pdf",
     params:
-        title=lambda wc: f"Fig. 9 on {wc.dataset}: modewise losses of App. G, GD on the linear model vs exact solutions",
+        title=lambda wc: (
+            f"Fig. 9 on {wc.dataset}: modewise losses of App. G, GD on the linear model vs exact solutions"
+        ),
     log:
         "logs/fig9_landscapes/{dataset}.log",
     threads: 1

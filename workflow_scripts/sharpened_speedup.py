@@ -17,5 +17,6 @@ with script_run(snakemake) as (tracker, config):
     with atomic_path(snakemake.output.table) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
     save_json(snakemake.output.summary, {**summary, "rows": rows})
-    tracker.log_metrics({f"speedup_{key}_k{r['k']}": r[f"speedup_{key}"] for r in rows for key in ("theory", "measured")})
+    tracker.log_metrics({f"speedup_{key}_k{r['k']}": r[f"speedup_{key}"]
+                         for r in rows for key in ("theory", "measured")})
     tracker.log_artifacts([snakemake.output.table, snakemake.output.summary])

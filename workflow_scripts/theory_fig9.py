@@ -1,4 +1,4 @@
-"""Rule theory_fig9: the four modewise losses of Fig. 9 by gradient descent on the linear model vs their exact solutions."""
+"""Rule theory_fig9: the four modewise losses of Fig. 9, gradient descent on the linear model vs exact solutions."""
 import numpy as np
 
 from sslkit.io import save_json, save_npz

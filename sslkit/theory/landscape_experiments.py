@@ -22,8 +22,17 @@ import time
 import numpy as np
 
 from sslkit.theory import landscapes as ls
-from sslkit.theory.linear import (effective_s0, eigh_desc, euler_time_factor, first_crossing, gamma_matrix,
-                                  gd_eigenbasis, init_weights, record_grid, saturation_time)
+from sslkit.theory.linear import (
+    effective_s0,
+    eigh_desc,
+    euler_time_factor,
+    first_crossing,
+    gamma_matrix,
+    gd_eigenbasis,
+    init_weights,
+    record_grid,
+    saturation_time,
+)
 
 __all__ = ["AUTO_LR", "AUTO_LR_SUPERVISED", "linear_setup", "auto_lr", "run_fig8", "run_fig9", "run_sharpened_speedup",
            "resnet_comparison"]
