@@ -34,6 +34,7 @@ include: "rules/analysis.smk"  # analyze, steps, probe per run; analysis_table; 
 include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings vs eNTK theory, Tables 1-2)
 include: "rules/speedups.smk"  # Appendix G speed-ups: speedups_run, speedups_lr, speedups_table, speedups_figure
 include: "rules/noncontrastive.smk"  # BYOL/DirectPred/DirectCopy: noncontrastive_predictor, noncontrastive_summary, noncontrastive_figure
+include: "rules/theory_figures.smk"  # App. F-G theory: theory_fig8, theory_fig9, sharpened_speedup(_table), fig8/fig9 figures
 
 
 rule all:

@@ -263,4 +263,14 @@ def all_targets():
         targets += outputs(
             "noncontrastive_summary", "noncontrastive_figure", dataset=DATASET
         )
+    # beyond the figures (rules/theory_figures.smk): App. F-G, Figs. 8-9, sharpened-loss speed-up
+    if config["theory_figures"]["in_all"]:
+        targets += outputs(
+            "fig8_symmetry_breaking",
+            "fig9_landscapes",
+            "sharpened_speedup",
+            dataset=DATASET,
+        )
+        if config["speedups"]["in_all"]:
+            targets += outputs("sharpened_speedup_table", dataset=DATASET)
     return targets

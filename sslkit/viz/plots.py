@@ -653,3 +653,111 @@ def noncontrastive_figure(spectra: dict, records: dict, summary: dict, space: st
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Modewise landscapes (rules/theory_figures.smk): Fig. 8 (App. F) and Fig. 9 (App. G)
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["fig8_symmetry_breaking", "fig9_landscapes"]
+
+
+def _trajectories(ax, t, sim, theory, label_sim="GD, linear model", label_theory="exact solution"):
+    """Simulated (solid) and exact (dashed) curves per mode on a log-time axis (t > 0 only)."""
+    t = np.asarray(t, dtype=float)
+    keep = t > 0
+    colors = mode_colors(sim.shape[1])
+    for j in range(sim.shape[1]):
+        ax.plot(t[keep], sim[keep, j], color=colors[j], lw=2.2, alpha=0.75, label=label_sim if j == 0 else None)
+        ax.plot(t[keep], theory[keep, j], color="k", ls="--", lw=0.9, dashes=(3, 2),
+                label=label_theory if j == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("t = lr x step")
+
+
+def fig8_symmetry_breaking(arrays: dict, summary: dict, title: str = ""):
+    """Fig. 8: A the SSL modewise landscape (1 - s~^2)^2, B the supervised one (1 - c~)^2, C-D the
+    trajectories of every mode from small aligned init (GD on the linear model solid, closed forms dashed;
+    one colour per gamma_j, legend gives gamma_j). ``arrays``/``summary`` from ``run_fig8``."""
+    from sslkit.theory.landscapes import modewise_loss, supervised_modewise_loss
+
+    g = np.asarray(arrays["gamma"])
+    with style():
+        fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.5))
+        s = np.linspace(-1.6, 1.6, 801)
+        ax = axes[0, 0]
+        ax.plot(s, modewise_loss("original", s), color="k")
+        ax.plot([-1, 1], [0, 0], "o", color="tab:green", label="minima $\\tilde s = \\pm 1$")
+        ax.plot([0], [1], "o", color="tab:red", label="unstable equilibrium")
+        ax.set_ylim(-0.1, 2.0)
+        ax.set_xlabel("$\\tilde s_j = \\gamma_j^{1/2} s_j$")
+        ax.set_ylabel("$L_j$")
+        ax.set_title("A  SSL: $(1 - \\tilde s^2)^2$")
+        ax.legend(loc="upper center")
+        c = np.linspace(-0.6, 2.6, 801)
+        ax = axes[0, 1]
+        ax.plot(c, supervised_modewise_loss(c), color="k")
+        ax.plot([1], [0], "o", color="tab:green", label="single minimum $\\tilde c = \\tilde c^* = 1$")
+        ax.set_ylim(-0.1, 2.0)
+        ax.set_xlabel("$\\tilde c_j = \\gamma_j c_j$")
+        ax.set_title("B  supervised: $(\\tilde c^* - \\tilde c)^2$")
+        ax.legend(loc="upper center")
+        ax = axes[1, 0]
+        _trajectories(ax, arrays["t_ssl"], arrays["ssl_sim"], arrays["ssl_theory"])
+        ax.set_ylabel("$\\tilde s_j(t)$")
+        ax.set_ylim(-1.15, 1.15)
+        ax.set_title(f"C  SSL from $|\\tilde s_j(0)| \\leq$ {np.abs(np.sqrt(g) * arrays['s0']).max():.0e}, "
+                     f"alternating signs")
+        ax.legend(loc="lower left")
+        ax = axes[1, 1]
+        _trajectories(ax, arrays["t_supervised"], arrays["supervised_sim"], arrays["supervised_theory"])
+        colors = mode_colors(g.size)
+        for j in range(g.size):
+            ax.plot([], [], color=colors[j], lw=2.2, label=f"$\\gamma_{j + 1}$ = {g[j]:.3g}")
+        ax.set_ylabel("$\\tilde c_j(t)$")
+        ax.set_ylim(-1.15, 1.15)
+        ax.set_title("D  supervised from the same small init")
+        ax.legend(loc="lower left", ncol=2)
+        fig.suptitle(title or "Fig. 8: SSL breaks a symmetry; supervised learning does not")
+        fig.tight_layout()
+    return fig
+
+
+FIG9_TITLES = {
+    "original": "A  original $(1 - \\tilde s^2)^2$",
+    "sharpened": "B  sharpened $(1 - |\\tilde s|)^2$",
+    "smoothed": "C  smoothed $(1 - \\min(\\tilde s^2, 1 + \\epsilon(1 - \\tilde s^2)))^2$",
+    "quartic": "D  quartic $(1 - \\tilde s^2)^4$",
+}
+
+
+def fig9_landscapes(arrays: dict, summary: dict, title: str = ""):
+    """Fig. 9: top row the four modewise landscapes L_j(s~); bottom row lambda_j(t) = s~_j(t)^2 of every mode
+    under that loss from the same small aligned init (GD solid, exact solution dashed), log axes.
+    ``arrays``/``summary`` from ``run_fig9``."""
+    from sslkit.theory.landscapes import LOSSES, modewise_loss
+
+    eps = float(summary.get("eps", 0.1))
+    s = np.linspace(-1.6, 1.6, 801)
+    with style():
+        fig, axes = plt.subplots(2, 4, figsize=(16.0, 7.0), sharey="row")
+        for i, name in enumerate(LOSSES):
+            ax = axes[0, i]
+            ax.plot(s, modewise_loss(name, s, eps), color="k")
+            ax.set_ylim(-0.05, 1.6)
+            ax.set_xlabel("$\\tilde s$")
+            ax.set_title(FIG9_TITLES[name].replace("\\epsilon", f"{eps:g}") if name == "smoothed"
+                         else FIG9_TITLES[name], fontsize=9.5)
+            ax = axes[1, i]
+            sim, th = arrays[f"{name}_sim"] ** 2, arrays[f"{name}_theory"] ** 2
+            _trajectories(ax, arrays["t"], sim, th)
+            ax.set_yscale("log")
+            ax.set_ylim(max(float(np.nanmin(th[th > 0])) / 3, 1e-18), 3.0)
+            err = summary["losses"][name]["max_abs_error"]
+            ax.set_title(f"{name}: max |sim - exact| of $\\tilde s$ = {err:.1e}", fontsize=9)
+        axes[0, 0].set_ylabel("$L_j$")
+        axes[1, 0].set_ylabel("$\\lambda_j(t) = \\tilde s_j(t)^2$")
+        axes[1, 0].legend(loc="center left")
+        fig.suptitle(title or "Fig. 9: modewise losses and their dynamics")
+        fig.tight_layout()
+    return fig

@@ -1,0 +1,13 @@
+"""Rule fig8_symmetry_breaking: Fig. 8 from the trajectories of rule theory_fig8."""
+import numpy as np
+
+from sslkit.io import load_json
+from sslkit.rule_script import script_run
+from sslkit.viz.plots import fig8_symmetry_breaking, save_figure
+
+with script_run(snakemake) as (tracker, config):
+    z = dict(np.load(snakemake.input.trajectory))
+    s = load_json(snakemake.input.summary)
+    fig = fig8_symmetry_breaking(z, s, title=snakemake.params.title)
+    save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])
