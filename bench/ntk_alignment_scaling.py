@@ -16,15 +16,14 @@ Usage (CPU, one thread; ~15 s per eNTK of 2000 points of the digits miniature):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sslkit.theory.alignment import network_alignment, stacked_points, theory_alignment
 from sslkit.io import load_json, save_json
+from sslkit.theory.alignment import network_alignment, stacked_points, theory_alignment
 from sslkit.training.engine import load_checkpoint
 
 
@@ -91,7 +90,8 @@ def main() -> None:
             if "error" in r:
                 print(f"  step={r['step']:6d}  {r['error']}")
                 continue
-            print(f"  step={r['step']:6d} t={r['t']:8.2f}  a(exp,th)={r['a_exp_th']:.3f}  a(exp,NTK)={r['a_exp_ntk']:.3f}"
+            print(f"  step={r['step']:6d} t={r['t']:8.2f}  a(exp,th)={r['a_exp_th']:.3f}"
+                  f"  a(exp,NTK)={r['a_exp_ntk']:.3f}"
                   f"  a(th,NTK)={r['a_th_ntk']:.3f}  sv_d/sv_1={r['f_exp_sv_ratio']:.2e}  ({r['ntk_cpu_s']:.0f} s CPU)")
     if args.out:
         save_json(args.out, out)

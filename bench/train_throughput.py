@@ -112,12 +112,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU threads {args.threads}, load average {os.getloadavg()}")
-    header = f"{'device':6} {'model':9} {'px':>3} {'batch':>5} {'s/step':>8} {'images/s':>9} {'GFLOP/step':>11} {'TFLOP/s':>8}"
+    header = (f"{'device':6} {'model':9} {'px':>3} {'batch':>5} {'s/step':>8} {'images/s':>9} "
+              f"{'GFLOP/step':>11} {'TFLOP/s':>8}")
     print(header)
     for arch, size, stem in CONFIGS:
         r = measure(arch, size, stem, args.cpu_batch, args.cpu_steps, torch.device("cpu"))
         print(f"{'cpu':6} {arch:9} {size:>3} {r['batch']:>5} {r['step_s']:>8.3f} {r['images_per_s']:>9.1f} "
-              f"{r['flops_per_step'] / 1e9:>11.1f} {r['tflops_per_s']:>8.4f}   (process CPU s/step {r['cpu_s_per_step']:.3f})")
+              f"{r['flops_per_step'] / 1e9:>11.1f} {r['tflops_per_s']:>8.4f}"
+              f"   (process CPU s/step {r['cpu_s_per_step']:.3f})")
     if not torch.cuda.is_available():
         print("gpu    skipped: no CUDA device on this machine")
         return

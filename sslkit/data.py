@@ -25,9 +25,9 @@ import logging
 import os
 import pickle
 import tarfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 

@@ -12,8 +12,9 @@ light (no torch, no matplotlib). The library reads it too, so both sides agree:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "SPEEDUP_DEFAULTS",

@@ -19,7 +19,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from sslkit.tracking import Tracker
 

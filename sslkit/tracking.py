@@ -24,8 +24,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Tracker:
     # -- construction from a workflow config -------------------------------------------------
     @classmethod
     def for_rule(cls, config: Mapping[str, Any], rule: str, wildcards: Mapping[str, str] | None = None,
-                 **kwargs) -> "Tracker":
+                 **kwargs) -> Tracker:
         wildcards = dict(wildcards or {})
         tcfg = dict(config.get("tracking") or {})
         tags = {"rule": rule, "config_hash": config_hash(config),
@@ -172,7 +173,7 @@ class Tracker:
         return self._call(get_or_create)
 
     # -- run lifecycle ------------------------------------------------------------------------
-    def start(self) -> "Tracker":
+    def start(self) -> Tracker:
         if not self.enabled or self.run_id is not None:
             return self
         exp_id = self._experiment_id()
@@ -187,7 +188,7 @@ class Tracker:
         if self.enabled and self.run_id is not None:
             self._call(self.client.set_terminated, self.run_id, status)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -1,7 +1,6 @@
 """sslkit.data: loaders, canonical arrays, manifest, positive pairs."""
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import tarfile

@@ -7,8 +7,8 @@ from sslkit.analysis import checkpoints as analysis
 from sslkit.analysis import spectra as spectrum
 from sslkit.data import load_split
 from sslkit.io import load_json
-from sslkit.training.engine import select_device
 from sslkit.rule_script import script_run
+from sslkit.training.engine import select_device
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

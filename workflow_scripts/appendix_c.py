@@ -1,7 +1,7 @@
 """Rule appendix_c: Eq. 45 integrated from a random upper-triangular A(0) vs Eq. 47-48 (Fig. 6 data)."""
 from sslkit.io import save_json, save_npz
-from sslkit.theory.linear import run_appendix_c
 from sslkit.rule_script import script_run
+from sslkit.theory.linear import run_appendix_c
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

@@ -2,8 +2,8 @@
 import numpy as np
 
 from sslkit.io import load_json
-from sslkit.viz.plots import fig1ab_linear, save_figure
 from sslkit.rule_script import script_run
+from sslkit.viz.plots import fig1ab_linear, save_figure
 
 with script_run(snakemake) as (tracker, config):
     z = np.load(snakemake.input.trajectory)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sslkit.viz import plots
 from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
+from sslkit.viz import plots
 
 with script_run(snakemake) as (tracker, config):
     manifest_path, = snakemake.input.manifests

@@ -1,9 +1,9 @@
 """Rule fig3: Fig. 3, embedding eigenvalues vs t from standard init with the grown/ungrown threshold
 (dashed) and band edges (dotted) found by the step detector."""
-from sslkit.viz import plots
 from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
+from sslkit.viz import plots
 
 with script_run(snakemake) as (tracker, config):
     tables, bands, spaces = {}, {}, {}

@@ -1,9 +1,9 @@
 """Rule fig4: Fig. 4, histograms of the embedding eigenvalues (log bins) at checkpoints spread over each
 standard-init run, with Fig. 3's threshold: a bimodal histogram = grown and ungrown bands."""
-from sslkit.viz import plots
 from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
+from sslkit.viz import plots
 
 with script_run(snakemake) as (tracker, config):
     tables, bands, spaces = {}, {}, {}

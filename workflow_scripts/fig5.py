@@ -1,9 +1,9 @@
 """Rule fig5: Fig. 5, embedding eigenvalues (top) and hidden-representation covariance eigenvalues
 (bottom) vs t from small init, with the embedding steps as dotted lines on both rows."""
-from sslkit.viz import plots
 from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
+from sslkit.viz import plots
 
 with script_run(snakemake) as (tracker, config):
     tables, times, spaces = {}, {}, {}

@@ -1,8 +1,8 @@
 """Rule fig6_appendix_c: Fig. 6 from the small Appendix C table."""
 import numpy as np
 
-from sslkit.viz.plots import fig6_appendix_c, save_figure
 from sslkit.rule_script import script_run
+from sslkit.viz.plots import fig6_appendix_c, save_figure
 
 with script_run(snakemake) as (tracker, config):
     z = np.load(snakemake.input.trajectory)

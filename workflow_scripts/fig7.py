@@ -2,8 +2,8 @@
 init, one panel per method."""
 import pandas as pd
 
-from sslkit.viz import plots
 from sslkit.rule_script import script_run
+from sslkit.viz import plots
 
 with script_run(snakemake) as (tracker, config):
     probes = {}

@@ -2,8 +2,8 @@
 import numpy as np
 
 from sslkit.io import save_json, save_npz
-from sslkit.theory.linear import run_linear_experiment
 from sslkit.rule_script import script_run
+from sslkit.theory.linear import run_linear_experiment
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params

@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from sslkit.data import load_split
-from sslkit.io import save_json, save_npz
 from sslkit.experiments.mlp import MLPSettings, run_mlp_experiment
+from sslkit.io import save_json, save_npz
 from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):

@@ -2,8 +2,8 @@
 import numpy as np
 
 from sslkit.io import load_json
-from sslkit.viz.plots import fig2ab_mlp, save_figure, style
 from sslkit.rule_script import script_run
+from sslkit.viz.plots import fig2ab_mlp, save_figure, style
 
 with script_run(snakemake) as (tracker, config):
     traj = dict(np.load(snakemake.input.trajectory))

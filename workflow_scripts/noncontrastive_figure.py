@@ -1,8 +1,8 @@
 """Rule noncontrastive_figure: embedding spectra with detected steps, and p_j^2 vs s_j, per method."""
-from sslkit.io import load_json
-from sslkit.viz.plots import noncontrastive_figure, save_figure, style
 from sslkit.analysis.spectra import read_table
+from sslkit.io import load_json
 from sslkit.rule_script import script_run
+from sslkit.viz.plots import noncontrastive_figure, save_figure, style
 
 with script_run(snakemake) as (tracker, config):
     summary = load_json(snakemake.input.summary)

@@ -1,9 +1,9 @@
 """Rule noncontrastive_predictor: predictor vs correlation eigenvalues at every checkpoint of a run."""
 from pathlib import Path
 
+from sslkit.analysis.noncontrastive import predictor_records
 from sslkit.data import load_split
 from sslkit.io import load_json, save_json
-from sslkit.analysis.noncontrastive import predictor_records
 from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):

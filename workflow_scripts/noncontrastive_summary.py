@@ -1,6 +1,6 @@
 """Rule noncontrastive_summary: steps (analysis stage) and predictor invariance per method."""
-from sslkit.io import load_json, save_json
 from sslkit.analysis.noncontrastive import summarise
+from sslkit.io import load_json, save_json
 from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslkit.theory.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
 from sslkit.io import load_json, save_json, save_npz
+from sslkit.rule_script import script_run
+from sslkit.theory.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
 from sslkit.theory.ntk import plan_chunks
 from sslkit.training.engine import load_checkpoint, select_device
-from sslkit.rule_script import script_run
 
 with script_run(snakemake) as (tracker, config):
     s = snakemake.params.ntk

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sslkit.theory.alignment import augmented_pairs
-from sslkit.training.augment import build_augment
 from sslkit.data import load_split
 from sslkit.io import load_json, save_npz
 from sslkit.rule_script import script_run
+from sslkit.theory.alignment import augmented_pairs
+from sslkit.training.augment import build_augment
 
 with script_run(snakemake) as (tracker, config):
     p = snakemake.params.pairs

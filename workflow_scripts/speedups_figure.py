@@ -2,8 +2,8 @@
 import pandas as pd
 
 from sslkit.io import load_json
-from sslkit.viz.plots import save_figure, speedups_figure, style
 from sslkit.rule_script import script_run
+from sslkit.viz.plots import save_figure, speedups_figure, style
 
 with script_run(snakemake) as (tracker, config):
     curves = pd.read_csv(snakemake.input.curves)

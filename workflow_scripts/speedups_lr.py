@@ -3,10 +3,10 @@ import math
 import shutil
 from pathlib import Path
 
-from sslkit.io import save_json
 from sslkit.experiments.speedups import eigen_history, resolve_variant_run
-from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, read_history, train
+from sslkit.io import save_json
 from sslkit.rule_script import script_run
+from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, read_history, train
 
 wc = snakemake.wildcards
 with script_run(snakemake, log_params={}) as (tracker, config):

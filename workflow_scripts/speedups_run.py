@@ -1,10 +1,11 @@
-"""Rule speedups_run: one short sslkit.training.engine run of a speed-up variant, then a probe of its last checkpoint."""
+"""Rule speedups_run: one short sslkit.training.engine run of a speed-up variant, then a probe of its last
+checkpoint."""
 from pathlib import Path
 
-from sslkit.io import save_json
 from sslkit.experiments.speedups import probe_final, resolve_variant_run
-from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, train
+from sslkit.io import save_json
 from sslkit.rule_script import script_run
+from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, train
 
 wc = snakemake.wildcards
 with script_run(snakemake, log_params={}) as (tracker, config):

@@ -6,8 +6,8 @@ import pandas as pd
 
 from sslkit.experiments import speedups as X
 from sslkit.io import atomic_path, load_json, save_json
-from sslkit.training.engine import read_history
 from sslkit.rule_script import script_run
+from sslkit.training.engine import read_history
 
 with script_run(snakemake, log_params={"ks": snakemake.params.ks}) as (tracker, config):
     ks = [int(k) for k in snakemake.params.ks]

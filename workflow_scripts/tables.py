@@ -2,9 +2,9 @@
 import numpy as np
 
 from sslkit.analysis import tables as tb
-from sslkit.theory.alignment import pairwise_alignments
 from sslkit.io import atomic_path, load_json
 from sslkit.rule_script import script_run
+from sslkit.theory.alignment import pairwise_alignments
 
 
 def write(path, text):

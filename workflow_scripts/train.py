@@ -1,8 +1,8 @@
 """Rule train: one SSL run (method x init) with sslkit.training.engine; resumes from its newest checkpoint."""
 from pathlib import Path
 
-from sslkit.training.engine import data_stats, load_training_images, resolve_run_config, train
 from sslkit.rule_script import script_run
+from sslkit.training.engine import data_stats, load_training_images, resolve_run_config, train
 
 wc = snakemake.wildcards
 with script_run(snakemake, log_params={}) as (tracker, config):

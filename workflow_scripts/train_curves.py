@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from sslkit.io import load_json
-from sslkit.viz.plots import save_figure, style, training_curves
-from sslkit.training.engine import read_history
 from sslkit.rule_script import script_run
+from sslkit.training.engine import read_history
+from sslkit.viz.plots import save_figure, style, training_curves
 
 with script_run(snakemake) as (tracker, config):
     manifest = load_json(snakemake.input.manifest)

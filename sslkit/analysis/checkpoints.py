@@ -1,8 +1,8 @@
 """Glue of the analysis stage: from a run's checkpoints to spectra, steps and probe tables.
 
-Pure Python on top of ``sslkit.analysis.spectra``, ``sslkit.analysis.steps`` and ``sslkit.analysis.probes``; the workflow
-scripts of rules/analysis.smk only read config and files and call these functions. The model
-interface is duck-typed: a checkpoint loads (``load_fn(path) -> (model, run_config)``, by default
+Pure Python on top of ``sslkit.analysis.spectra``, ``sslkit.analysis.steps`` and
+``sslkit.analysis.probes``; the workflow scripts of rules/analysis.smk only read config and files
+and call these functions. The model interface is duck-typed: a checkpoint loads (``load_fn(path) -> (model, run_config)``, by default
 ``sslkit.training.engine.load_checkpoint``) into a model with ``.hidden(x)`` and ``.embed(x)`` on
 normalised NCHW float batches; the run's augmentation is ``build_augment(run_config, device)``
 (default ``sslkit.training.augment.build_augment``), a callable ``(uint8 NHWC tensor, torch.Generator) ->
@@ -32,7 +32,8 @@ generator seeded by the same seed, in chunks of ``chunk`` images -- so the pairs
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,8 @@ def recompute_bn_stats(model, fn: Callable, batches: Iterable) -> int:
 
 
 def checkpoint_spectra(model, pairs: Mapping[str, Any], *, batch_size: int = 256, absolute: Sequence[float] = (),
-                       relative: Sequence[float] = (), device: str = "cpu", bn_stats: str = "recompute") -> dict[str, Any]:
+                       relative: Sequence[float] = (), device: str = "cpu",
+                       bn_stats: str = "recompute") -> dict[str, Any]:
     """``spectrum.compute_checkpoint_spectra`` of a model (eval mode) on ``make_eval_pairs`` output;
     with ``bn_stats="recompute"`` its BatchNorm statistics are first re-estimated on both views."""
     _check_bn_stats(bn_stats)

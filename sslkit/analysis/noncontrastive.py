@@ -23,7 +23,8 @@ eval mode):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,8 @@ def aligned_eigenvalues(F: np.ndarray, W: np.ndarray) -> dict[str, Any]:
     ws = 0.5 * (W + W.T)
     m = u.T @ ws @ u
     tot = float((m ** 2).sum())
-    return {"s": s, "p": np.diag(m).copy(), "alignment": float((np.diag(m) ** 2).sum() / tot) if tot > 0 else float("nan"),
+    alignment = float((np.diag(m) ** 2).sum() / tot) if tot > 0 else float("nan")
+    return {"s": s, "p": np.diag(m).copy(), "alignment": alignment,
             "w_eigenvalues": np.sort(np.linalg.eigvalsh(ws))[::-1]}
 
 

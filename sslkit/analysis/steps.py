@@ -76,7 +76,8 @@ Everything returned is JSON serialisable (floats, ints, lists, None).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sslkit.registry import METHOD_LABELS
 

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslkit.theory import kernel as kn
 from sslkit.data import make_pairs
+from sslkit.theory import kernel as kn
 from sslkit.theory.ntk import empirical_ntk
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class MLPSettings:
             raise ValueError(f"mlp.d = {self.d} exceeds the 2n = {2 * self.n_images} evaluation points")
 
     @classmethod
-    def from_config(cls, section: dict, crop: int | None = None) -> "MLPSettings":
+    def from_config(cls, section: dict, crop: int | None = None) -> MLPSettings:
         """From the validated ``mlp`` config section; ``crop`` (if given) replaces ``mlp.crop``."""
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +177,8 @@ def speedup_table(table, baseline: str = "baseline"):
                              "speedup_median": float(np.median(ok)) if ok.size else math.nan,
                              "speedup_min": float(ok.min()) if ok.size else math.nan,
                              "speedup_max": float(ok.max()) if ok.size else math.nan,
-                             "time_median": float(np.nanmedian(kg["time_to_rank_k"])) if kg["time_to_rank_k"].notna().any() else math.nan,
+                             "time_median": (float(np.nanmedian(kg["time_to_rank_k"]))
+                                             if kg["time_to_rank_k"].notna().any() else math.nan),
                              "reached": int(kg["time_to_rank_k"].notna().sum()),
                              "final_rank_median": _nanmedian(kg["final_rank"]),
                              "probe_accuracy_median": _nanmedian(kg["probe_accuracy"])})
@@ -220,8 +222,8 @@ def probe_final(manifest: Mapping[str, Any], run_dir, data_dir, probe_cfg: Mappi
     from pathlib import Path
 
     from sslkit.analysis.checkpoints import probe_over_checkpoints
-    from sslkit.training.augment import eval_transform
     from sslkit.data import load_split
+    from sslkit.training.augment import eval_transform
 
     rc = manifest["run_config"]
     last = max(manifest["checkpoints"], key=lambda c: c["step"])

@@ -21,7 +21,8 @@ Everything here reuses ``sslkit.theory.kernel`` (theory, alignment, random basel
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

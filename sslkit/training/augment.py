@@ -31,7 +31,7 @@ Pipeline (torchvision semantics, in this order), configured by ``run_config['aug
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

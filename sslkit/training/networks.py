@@ -35,7 +35,7 @@ MLP projectors follow each method's paper: ``hidden`` Linear layers each followe
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -49,7 +49,7 @@ standard-init runs) it is the natural generalisation; the paper's Appendix G onl
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -20,7 +20,6 @@ import numpy as np
 
 from sslkit.io import atomic_path
 from sslkit.viz import SOURCES, STYLE
-
 
 __all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig1ab_linear", "fig6_appendix_c",
            "fig2ab_mlp",
@@ -406,7 +405,7 @@ def fig7(probes, *, metric: str = "linear_acc", x: str = "epoch"):
 # Wide MLP vs kernel theory (Fig. 2A-B; rules/mlp.smk)
 # ============================================================================================
 
-def fig2ab_mlp(traj: dict, summary: dict, title: str = "") -> "matplotlib.figure.Figure":
+def fig2ab_mlp(traj: dict, summary: dict, title: str = "") -> matplotlib.figure.Figure:
     """Loss (A) and eigenvalues of C (B) of the wide MLP against time t = lr x step.
 
     Args:
@@ -542,7 +541,7 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
         g = curves[(curves["method"] == method) & (curves["init"] == init)]
         for i, v in enumerate(variants):
             col, _ = _variant_style(v, i)
-            for j, (seed, s) in enumerate(g[g["variant"] == v].groupby("seed")):
+            for j, (_seed, s) in enumerate(g[g["variant"] == v].groupby("seed")):
                 ax.step(s["t"], s["rank"], where="post", color=col, lw=1.2, alpha=0.85,
                         ls="-" if j == 0 else "--", label=v if j == 0 else None)
         ax.set_title(f"{method}, {init} init", fontsize="medium")

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from sslkit import data  # noqa: E402
 from sslkit.analysis import checkpoints as analysis  # noqa: E402
-from sslkit import data
-from sslkit.analysis import spectra as spectrum
+from sslkit.analysis import spectra as spectrum  # noqa: E402
 
 
 class Tiny(torch.nn.Module):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sslkit.training import losses as L
 from sslkit.analysis import noncontrastive as N
+from sslkit.training import losses as L
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from sslkit.theory import linear
 from sslkit.analysis import steps
+from sslkit.theory import linear
 
 GAMMA = np.array([1.0, 0.5, 0.25, 0.125])
 
@@ -84,7 +84,10 @@ def test_close_steps_separated_when_resolvable_merged_when_not():
             assert r["step_sizes"] == [2] and r["step_modes"] == [[0, 1]]
 
 
-def bimodal_standard_init(seed=0, noise=0.15, rise=150 * 1.45 ** np.arange(8)):
+RISE_TIMES = 150 * 1.45 ** np.arange(8)
+
+
+def bimodal_standard_init(seed=0, noise=0.15, rise=RISE_TIMES):
     """Standard-init-like sorted spectra: 6 modes grown from the start at heterogeneous levels,
     8 modes that jump (in log space) through the sparse gap at known times, 10 that never grow.
     Each jump is a logistic in log lambda centred on its time r with width 0.01 r: it crosses the gap

@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from sslkit.theory import kernel as kn
 from sslkit.experiments import mlp
+from sslkit.theory import kernel as kn
 from sslkit.theory.linear import lambda_closed_form
 from sslkit.theory.ntk import empirical_ntk
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sslkit.theory import kernel as kn
 from sslkit.analysis import tables as tb
+from sslkit.theory import kernel as kn
 from sslkit.theory.alignment import augmented_pairs, network_alignment, pairwise_alignments, theory_alignment
 from sslkit.theory.linear import auto_steps, effective_s0, eigh_desc, gamma_matrix, gd_reference, init_weights
 from sslkit.theory.ntk import empirical_ntk
@@ -164,7 +164,7 @@ def test_markdown_and_latex_print_ours_beside_the_paper():
     md1 = tb.table1_markdown(rows1, "digits")
     tex1 = tb.table1_latex(rows1, "digits")
     for r in rows1:
-        line = next(l for l in md1.splitlines() if l.startswith(f"| {tb.METHOD_LABELS[r['method']]} |"))
+        line = next(ln for ln in md1.splitlines() if ln.startswith(f"| {tb.METHOD_LABELS[r['method']]} |"))
         nums = _numbers(line)
         paper = tb.PAPER_TABLE1[r["method"]]
         # ours, ratio to random, paper, ours, ratio, paper, random analytic, empirical, paper random
@@ -173,7 +173,7 @@ def test_markdown_and_latex_print_ours_beside_the_paper():
         assert nums[2] == paper["a_exp_th"] and nums[5] == paper["a_exp_ntk"]
         assert nums[3] == pytest.approx(r["a_exp_ntk"], abs=5e-4)
         assert nums[6] == pytest.approx(0.004) and nums[8] == tb.PAPER_RANDOM
-        tline = next(l for l in tex1.splitlines() if l.startswith(tb.METHOD_LABELS[r["method"]]))
+        tline = next(ln for ln in tex1.splitlines() if ln.startswith(tb.METHOD_LABELS[r["method"]]))
         tnums = _numbers(tline)
         assert tnums[:4] == pytest.approx([r["a_exp_th"], paper["a_exp_th"], r["a_exp_ntk"], paper["a_exp_ntk"]],
                                           abs=5e-4)
@@ -227,8 +227,8 @@ def test_feature_span_baseline_matches_monte_carlo():
 
 
 def test_missing_init_block_is_named(repo):
-    from sslkit.theory.alignment import ntk_methods
     from sslkit.config import ConfigError, load_config
+    from sslkit.theory.alignment import ntk_methods
 
     cfg = load_config(repo / "config/config.yaml")
     assert ntk_methods(cfg) == ["barlow_twins", "simclr", "vicreg"]

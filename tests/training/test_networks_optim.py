@@ -1,16 +1,14 @@
 """Encoders, projectors, small init, methods' gradient flow, LARS and lr schedules."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
 from sslkit.training import networks as models
 from sslkit.training import optim
-from sslkit.training.methods import make_method
 from sslkit.training.engine import embedding_spectra
+from sslkit.training.methods import make_method
 
 
 def tiny_run_config(method="barlow_twins", alpha=1.0, d=4, channels=1, arch="resnet18", width=0.0625):

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sslkit.training import losses as L
 from sslkit.experiments import speedups as X
+from sslkit.training import losses as L
 from sslkit.training import speedup_variants as S
 
 torch.set_num_threads(1)
@@ -94,7 +94,7 @@ def test_g3_functions_match_definitions():
 def test_spectral_gradient_matches_finite_differences_on_separated_eigenvalues():
     c = _random_sym(4, [0.2, 0.7, 1.6, 3.0]).requires_grad_()
     for g, gp in ((S.g_sqrt, S.g_sqrt_prime), (S.g_smooth, S.g_smooth_prime)):
-        assert torch.autograd.gradcheck(lambda m: S.spectral_function(0.5 * (m + m.T), g, gp), (c,))
+        assert torch.autograd.gradcheck(lambda m, g=g, gp=gp: S.spectral_function(0.5 * (m + m.T), g, gp), (c,))
 
 
 def test_spectral_gradient_finite_at_nearly_equal_eigenvalues():
@@ -198,9 +198,9 @@ def test_relative_preconditioner_gains():
 
 def test_methods_use_the_variants_and_reject_bt_only_ones_elsewhere():
     from sslkit.config import ConfigError, load_config
+    from sslkit.training.engine import resolve_run_config
     from sslkit.training.methods import make_method
     from sslkit.training.networks import build_model
-    from sslkit.training.engine import resolve_run_config
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
     stats = {"n_train": 256, "height": 8, "width": 8, "channels": 1, "mean": [0.3], "std": [0.3]}
@@ -246,9 +246,9 @@ def test_rank_times_and_speedup_factors():
     assert f.loc["fast", "speedup_median"] == pytest.approx(3.0)  # median of 4 and 2
     assert (f.loc["fast", "speedup_min"], f.loc["fast", "speedup_max"]) == (2.0, 4.0)
     assert f.loc["never", "speedup_median"] == 0.0 and f.loc["baseline", "speedup_median"] == 1.0
-    assert X.largest_stable([{"variant": "a", "factor": 1, "stable": True}, {"variant": "a", "factor": 4, "stable": False},
-                             {"variant": "a", "factor": 2, "stable": True}, {"variant": "b", "factor": 1, "stable": False}]) \
-        == {"a": 2.0, "b": None}
+    records = [{"variant": "a", "factor": 1, "stable": True}, {"variant": "a", "factor": 4, "stable": False},
+               {"variant": "a", "factor": 2, "stable": True}, {"variant": "b", "factor": 1, "stable": False}]
+    assert X.largest_stable(records) == {"a": 2.0, "b": None}
 
 
 def test_grown_threshold_pools_runs():

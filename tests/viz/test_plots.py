@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sslkit.theory import linear
-from sslkit.viz import plots
 from sslkit.analysis import spectra as spectrum
 from sslkit.analysis import steps
+from sslkit.theory import linear
+from sslkit.viz import plots
 
 GAMMA = np.array([1.0, 0.5, 0.25, 0.125])
 S0 = 1e-4
@@ -24,9 +24,9 @@ def run():
     hist = pd.DataFrame({"step": step, "t": t, "epoch": step // 20, "loss": ((1 - lam) ** 2).sum(1),
                          "lr": 0.1, **{f"eig_C_{j}": lam[:, j] for j in range(4)},
                          **{f"eig_cov_{j}": 0.9 * lam[:, j] for j in range(4)}})
-    recs = [{"step": s, "t": tt, "eigenvalues": {"embedding_C": l, "embedding_cov": 0.9 * l,
-                                                   "hidden_cov": np.r_[3 * l, 1e-9, 0.0, -1e-12]}}
-            for s, tt, l in zip(step, t, lam)]
+    recs = [{"step": s, "t": tt, "eigenvalues": {"embedding_C": lam_t, "embedding_cov": 0.9 * lam_t,
+                                                   "hidden_cov": np.r_[3 * lam_t, 1e-9, 0.0, -1e-12]}}
+            for s, tt, lam_t in zip(step, t, lam)]
     table = spectrum.spectra_table(recs)
     res = steps.analyze_run(t, lam, table.pipe(spectrum.trajectories, "hidden_cov")[2])
     probe = pd.DataFrame({"step": step, "t": t, "epoch": step // 20,

@@ -100,8 +100,8 @@ def test_outputs_follow_the_contract(analysed):
     analysed = analysed["work"]
     import pandas as pd
 
-    from sslkit.io import load_json
     from sslkit.analysis.spectra import read_table
+    from sslkit.io import load_json
 
     table = pd.read_csv(analysed / "results/tables/digits/analysis.csv")
     assert list(table["run"]) == RUNS
@@ -155,10 +155,10 @@ def test_spectra_match_numpy_on_the_same_pairs(analysed):
     import torch
 
     from sslkit.analysis import checkpoints as analysis
-    from sslkit.training.augment import build_augment
+    from sslkit.analysis.spectra import read_table
     from sslkit.data import load_split
     from sslkit.io import load_json
-    from sslkit.analysis.spectra import read_table
+    from sslkit.training.augment import build_augment
     from sslkit.training.engine import load_checkpoint
 
     torch.set_num_threads(1)

@@ -67,7 +67,8 @@ def test_linear_stage_runs_and_is_tracked(repo, workdir):
     runs = {r.data.tags["rule"]: r for r in client.search_runs([exp.experiment_id])}
     assert {"linear_sim", "appendix_c", "fig1ab_linear", "fig6_appendix_c"} <= set(runs)
     sim = runs["linear_sim"]
-    assert sim.data.params["d"] == "3" and sim.data.metrics["max_abs_eig_error"] == pytest.approx(s["max_abs_eig_error"])
+    assert sim.data.params["d"] == "3"
+    assert sim.data.metrics["max_abs_eig_error"] == pytest.approx(s["max_abs_eig_error"])
     hist = client.get_metric_history(sim.info.run_id, "eig_1")
     assert [m.step for m in hist] == z["step"].tolist()
     arts = {a.path for a in client.list_artifacts(sim.info.run_id)}

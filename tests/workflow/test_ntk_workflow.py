@@ -52,9 +52,9 @@ def smk(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
-    from sslkit.theory import kernel as kn
     from sslkit.analysis import tables as tb
     from sslkit.io import load_json
+    from sslkit.theory import kernel as kn
 
     methods = ["barlow_twins", "vicreg"]
     targets = [f"results/tables/digits/table{i}.{e}" for i in (1, 2) for e in ("csv", "md", "tex")]

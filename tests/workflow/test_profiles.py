@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_workflow import smk_in
 
 REPO = Path(__file__).resolve().parents[2]
