@@ -3,9 +3,10 @@
 Pure Python on top of ``sslkit.analysis.spectra``, ``sslkit.analysis.steps`` and
 ``sslkit.analysis.probes``; the workflow scripts of rules/analysis.smk only read config and files
 and call these functions. The model interface is duck-typed: a checkpoint loads
-(``load_fn(path) -> (model, run_config)``, by default ``sslkit.training.engine.load_checkpoint``) into a model with ``.hidden(x)`` and ``.embed(x)`` on
-normalised NCHW float batches; the run's augmentation is ``build_augment(run_config, device)``
-(default ``sslkit.training.augment.build_augment``), a callable ``(uint8 NHWC tensor, torch.Generator) ->
+(``load_fn(path) -> (model, run_config)``, by default ``sslkit.training.engine.load_checkpoint``)
+into a model with ``.hidden(x)`` and ``.embed(x)`` on normalised NCHW float batches; the run's
+augmentation is ``build_augment(run_config, device)`` (default
+``sslkit.training.augment.build_augment``), a callable ``(uint8 NHWC tensor, torch.Generator) ->
 normalised NCHW float batch``.
 
 BatchNorm statistics (``bn_stats``). A checkpoint's running BatchNorm statistics are an exponential
