@@ -40,6 +40,14 @@ losses equal those of an uninterrupted run. A non-finite loss (or non-finite par
 checkpoint) stops the run with :class:`NonFiniteLossError`; checkpoints already written are
 untouched.
 
+Random streams: every draw of a run comes from one ``numpy.random.SeedSequence(seed)`` (``seed`` =
+config ``train.seed``) through named children (:class:`RunSeeds`, ``SEED_STREAMS``): ``init``
+(seeds torch's global RNG before the model is built), ``batch_order`` with the epoch as a further
+spawn key (that epoch's permutation of the images), ``augment`` (the training views' generator),
+``eval_images`` and ``eval_augment`` (the fixed evaluation batch and its two views). Each stream is
+a pure function of (seed, name, key), not of how far the run got, which is what makes a resumed
+run draw what an uninterrupted one draws.
+
 ``load_checkpoint(path) -> (model, run_config)`` gives an eval-mode :class:`~sslkit.training.networks.SSLModel`.
 """
 
