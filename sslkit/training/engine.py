@@ -576,9 +576,12 @@ def _views(data: torch.Tensor, augment: Callable, idx: torch.Tensor,
     return v1, v2
 
 
-def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None, clock: tuple[float, float] | None = None,
-                    ) -> RunState:
-    """Model, method, optimiser, schedule, augmentation and data of a fresh run on its device."""
+def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
+                    clock: tuple[float, float] | None = None) -> RunState:
+    """Model, method, optimiser, schedule, augmentation and data of a fresh run on its device.
+
+    ``clock``: (``time.perf_counter()``, ``time.process_time()``) at the start of the session.
+    """
     rc, seeds = plan.rc, plan.seeds
     rt = rc["runtime"]
     device = select_device(rt["device"])

@@ -119,6 +119,8 @@ def test_changed_config_refuses_to_resume(tmp_path, digits):
     rc2["lr"] = 0.123
     with pytest.raises(ConfigError, match=r"optimizer.lr: .* -> 0.123.*Delete"):
         T.train(rc2, digits, tmp_path / "run")
+    with pytest.raises(ValueError, match="resolved for 400 images, got 300"):
+        T.train(rc, digits[:300], tmp_path / "run")
     rc3 = copy.deepcopy(rc)
     rc3["runtime"]["progress"] = True   # runtime settings may change between sessions
     assert T.train(rc3, digits, tmp_path / "run").start_step == 5
