@@ -40,6 +40,14 @@ losses equal those of an uninterrupted run. A non-finite loss (or non-finite par
 checkpoint) stops the run with :class:`NonFiniteLossError`; checkpoints already written are
 untouched.
 
+Random streams: every draw of a run comes from one ``numpy.random.SeedSequence(seed)`` (``seed`` =
+config ``train.seed``) through named children (:class:`RunSeeds`, ``SEED_STREAMS``): ``init``
+(seeds torch's global RNG before the model is built), ``batch_order`` with the epoch as a further
+spawn key (that epoch's permutation of the images), ``augment`` (the training views' generator),
+``eval_images`` and ``eval_augment`` (the fixed evaluation batch and its two views). Each stream is
+a pure function of (seed, name, key), not of how far the run got, which is what makes a resumed
+run draw what an uninterrupted one draws.
+
 ``load_checkpoint(path) -> (model, run_config)`` gives an eval-mode :class:`~sslkit.training.networks.SSLModel`.
 """
 
@@ -47,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -154,14 +163,7 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
         raise ConfigError(f"config key 'methods.{method}.batch_size': {batch} is larger than the "
                           f"{n_train} training images")
     steps_per_epoch = n_train // batch
-    if tcfg.get("steps") is not None:
-        steps = int(tcfg["steps"])
-    elif mcfg.get("steps") is not None:
-        steps = int(mcfg["steps"])
-    elif mcfg.get("epochs") is not None:
-        steps = int(math.ceil(float(mcfg["epochs"]) * steps_per_epoch))
-    else:
-        raise ConfigError(f"config keys 'methods.{method}.steps' and '.epochs' are both null: set one")
+    steps = _resolve_steps(tcfg, mcfg, method, steps_per_epoch)
     sched = mcfg["schedule"]
     warmup_steps = int(round(float(sched.get("warmup_epochs", 0) or 0) * steps_per_epoch))
     image_size = tcfg.get("image_size") or int(stats["height"])
@@ -189,23 +191,42 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
         "augment": dict(mcfg["augment"]),
         "checkpoints": dict(tcfg["checkpoints"]),
         "eval": dict(tcfg["eval"]),
-        "data": {k: stats[k] for k in ("n_train", "height", "width", "channels", "mean", "std")},
+        "data": _data_block(stats),
         "runtime": {k: tcfg[k] for k in ("device", "compile", "precision", "progress")},
     }
-    for k in ("dir", "splits"):
-        if k in stats:
-            rc["data"][k] = stats[k]
     # Appendix G speed-ups: recorded only when switched on, so that runs without them keep the
     # run config (and resumable checkpoints) they had before the speedups block existed
     sp = mcfg.get("speedups")
     if speedups.is_active(sp):
-        try:
-            rc["speedups"] = speedups.validate_speedups(sp, method)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        rc["speedups"] = _validated_speedups(sp, method)
     if rc["eval"]["batch_size"] > n_train:
         rc["eval"]["batch_size"] = n_train
     return rc
+
+
+def _resolve_steps(tcfg: Mapping[str, Any], mcfg: Mapping[str, Any], method: str, steps_per_epoch: int) -> int:
+    """Steps of a run: ``train.steps``, else ``methods.<method>.steps``, else its ``epochs`` (rounded up)."""
+    if tcfg.get("steps") is not None:
+        return int(tcfg["steps"])
+    if mcfg.get("steps") is not None:
+        return int(mcfg["steps"])
+    if mcfg.get("epochs") is not None:
+        return int(math.ceil(float(mcfg["epochs"]) * steps_per_epoch))
+    raise ConfigError(f"config keys 'methods.{method}.steps' and '.epochs' are both null: set one")
+
+
+def _data_block(stats: Mapping[str, Any]) -> dict:
+    """The run config's ``data``: the image statistics, and where the images came from if known."""
+    out = {k: stats[k] for k in ("n_train", "height", "width", "channels", "mean", "std")}
+    out.update({k: stats[k] for k in ("dir", "splits") if k in stats})
+    return out
+
+
+def _validated_speedups(sp: Mapping[str, Any], method: str) -> dict:
+    try:
+        return speedups.validate_speedups(sp, method)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _fingerprint(rc: Mapping[str, Any]) -> dict:
@@ -375,12 +396,447 @@ class TrainResult:
     cpu_time_s: float = 0.0
 
 
-def _batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
-    """Indices of the images of ``step``: the epoch's permutation (a function of seed and epoch)."""
+# ---------------------------------------------------------------------------------------------
+# random streams
+# ---------------------------------------------------------------------------------------------
+
+#: the named random streams of a run: children of ``numpy.random.SeedSequence(seed)``, the name's
+#: position being its spawn key (append new names at the end: the others' streams stay the same)
+SEED_STREAMS = ("init", "batch_order", "augment", "eval_images", "eval_augment")
+
+
+@dataclass(frozen=True)
+class RunSeeds:
+    """The random streams of a run, all derived from the run config's one integer ``seed``.
+
+    ``root = numpy.random.SeedSequence(seed)``; stream ``name`` is the child
+    ``root.spawn(len(SEED_STREAMS))[SEED_STREAMS.index(name)]`` and ``sequence(name, *key)`` its
+    descendant ``child.spawn(key[0] + 1)[key[0]]...`` -- computed directly as
+    ``SeedSequence(seed, spawn_key=(index, *key))``, which is what ``spawn`` returns, without the
+    spawn counter: a stream is a pure function of (seed, name, key), so a resumed run draws the
+    same numbers as an uninterrupted one. The streams:
+
+    - ``init``: seeds torch's global RNG before the model is built (initial parameters; any later
+      draw from the global RNG continues from it and is checkpointed);
+    - ``batch_order``, key ``epoch``: the permutation of the training images of that epoch;
+    - ``augment``: the generator of the training views (one stream for the run; checkpointed);
+    - ``eval_images``: which ``eval.batch_size`` training images form the evaluation batch;
+    - ``eval_augment``: the generator of the evaluation batch's two views (drawn once).
+    """
+
+    seed: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"config key 'train.seed' must be a non-negative integer, got {self.seed!r}")
+
+    def sequence(self, name: str, *key: int) -> np.random.SeedSequence:
+        """The ``SeedSequence`` of stream ``name`` (further ``key``: its descendants, e.g. the epoch)."""
+        if name not in SEED_STREAMS:
+            raise KeyError(f"unknown random stream {name!r}; expected one of {SEED_STREAMS}")
+        return np.random.SeedSequence(int(self.seed), spawn_key=(SEED_STREAMS.index(name), *map(int, key)))
+
+    def torch_seed(self, name: str, *key: int) -> int:
+        """A 63-bit integer seed for ``torch.manual_seed`` / ``torch.Generator.manual_seed``."""
+        return int(self.sequence(name, *key).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    def numpy_rng(self, name: str, *key: int) -> np.random.Generator:
+        return np.random.default_rng(self.sequence(name, *key))
+
+    def torch_generator(self, name: str, *key: int, device: str | torch.device = "cpu") -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.torch_seed(name, *key))
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seeds: RunSeeds, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=seeds.torch_generator("batch_order", epoch))
+
+
+def batch_indices(seeds: RunSeeds, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
+    """Indices of the images of ``step``: a slice of its epoch's permutation (stream ``batch_order``)."""
     epoch, pos = divmod(step, steps_per_epoch)
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * epoch + 17)
-    perm = torch.randperm(n, generator=g)
-    return perm[pos * batch:(pos + 1) * batch]
+    return _epoch_permutation(seeds, epoch, n)[pos * batch:(pos + 1) * batch]
+
+
+def eval_batch_indices(seeds: RunSeeds, n_train: int, size: int) -> torch.Tensor:
+    """The sorted indices of the fixed evaluation batch (stream ``eval_images``, without replacement)."""
+    rng = seeds.numpy_rng("eval_images")
+    return torch.from_numpy(np.sort(rng.choice(n_train, size=min(int(size), n_train), replace=False)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the state of a run
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does, fixed by its run config and the number of images: sizes, cadences, paths."""
+
+    rc: dict
+    run_dir: Path
+    seeds: RunSeeds
+    total: int
+    batch: int
+    n_train: int
+    steps_per_epoch: int
+    lr0: float
+    ckpt_steps: frozenset[int]
+    row_steps: frozenset[int]
+
+    @property
+    def name(self) -> str:
+        return f"{self.rc['method']}-{self.rc['init']}"
+
+    @property
+    def history_path(self) -> Path:
+        return self.run_dir / "history.csv"
+
+    @property
+    def primary(self) -> str:
+        """The matrix whose eigenvalues give the rank: C for Barlow Twins, the covariance otherwise."""
+        return "C" if self.rc["method"] == "barlow_twins" else "cov"
+
+    def epoch(self, step: int) -> float:
+        return step * self.batch / self.n_train
+
+
+def plan_run(rc: dict, n_train: int, run_dir: str | os.PathLike) -> RunPlan:
+    """The :class:`RunPlan` of a run config; ``n_train`` must be the count it was resolved for."""
+    if n_train != rc["data"]["n_train"]:
+        raise ValueError(f"run config was resolved for {rc['data']['n_train']} images, got {n_train}")
+    total = int(rc["steps"])
+    ccfg, ecfg = rc["checkpoints"], rc["eval"]
+    ckpt_steps = checkpoint_steps(total, int(ccfg["log_points"]), ccfg.get("every"))
+    row_steps = eval_steps(total, ecfg.get("every"), int(ecfg["log_points"]), ckpt_steps)
+    return RunPlan(rc=rc, run_dir=Path(run_dir), seeds=RunSeeds(rc["seed"]), total=total,
+                   batch=int(rc["batch_size"]), n_train=int(n_train), steps_per_epoch=int(rc["steps_per_epoch"]),
+                   lr0=float(rc["lr"]), ckpt_steps=frozenset(ckpt_steps), row_steps=frozenset(row_steps))
+
+
+@dataclass
+class RunState:
+    """The mutable state of a run in this process: what a checkpoint saves and the bookkeeping around it."""
+
+    device: torch.device
+    precision: str                      # "fp32" or "bf16" (autocast of the training loss)
+    model: torch.nn.Module
+    method: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    augment: Callable
+    aug_gen: torch.Generator            # stream "augment"; checkpointed
+    data: torch.Tensor                  # the training images on the device, uint8
+    eval_views: tuple[torch.Tensor, torch.Tensor]
+    tracker: Any = None
+    step: int = 0                       # optimiser updates so far
+    start: int = 0                      # the step this session started at (resumed from)
+    t_eff: float = 0.0                  # sum of the scheduled learning rates of steps 0..step-1
+    loss_sum: float = 0.0               # training loss since the last history row
+    loss_count: int = 0
+    prior_wall_s: float = 0.0           # wall/CPU seconds of earlier sessions (up to their checkpoint)
+    prior_cpu_s: float = 0.0
+    wall0: float = field(default_factory=time.perf_counter)     # this session's clocks
+    cpu0: float = field(default_factory=time.process_time)
+    row_time: float = 0.0               # perf_counter at the last history row, and its step
+    row_step: int = 0
+    rows: list[dict] = field(default_factory=list)              # the history
+    pending: list[dict] = field(default_factory=list)           # rows not yet sent to the tracker
+    losses: dict[int, float] = field(default_factory=dict)      # training loss of each step run here
+    bar: Any = None                     # tqdm progress bar or None
+
+    @property
+    def lr(self) -> float:
+        """The scheduled learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def wall_s(self) -> float:
+        return time.perf_counter() - self.wall0
+
+    def cpu_s(self) -> float:
+        return time.process_time() - self.cpu0
+
+
+def _precision(device: torch.device, requested: str) -> str:
+    precision = ("bf16" if device.type == "cuda" else "fp32") if requested == "auto" else requested
+    if precision == "bf16" and device.type == "cpu":
+        log.warning("bf16 autocast requested on the CPU: it is slow there; consider precision 'fp32'")
+    return precision
+
+
+def _views(data: torch.Tensor, augment: Callable, idx: torch.Tensor,
+           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two augmented views of ``data[idx]`` (channels-last on CUDA)."""
+    x = data[idx.to(data.device)]
+    v1, v2 = augment(x, gen, 0), augment(x, gen, 1)
+    if data.device.type == "cuda":
+        v1 = v1.contiguous(memory_format=torch.channels_last)
+        v2 = v2.contiguous(memory_format=torch.channels_last)
+    return v1, v2
+
+
+def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
+                    clock: tuple[float, float] | None = None) -> RunState:
+    """Model, method, optimiser, schedule, augmentation and data of a fresh run on its device.
+
+    ``clock``: (``time.perf_counter()``, ``time.process_time()``) at the start of the session.
+    """
+    rc, seeds = plan.rc, plan.seeds
+    rt = rc["runtime"]
+    device = select_device(rt["device"])
+    torch.manual_seed(seeds.torch_seed("init"))
+    model = build_model(rc).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    method = make_method(model, rc, torch.compile(model.embed) if rt["compile"] else None)
+    optimizer = build_optimizer(model.online_parameters(), rc["optimizer"])
+    sc = rc["schedule"]
+    scheduler = build_scheduler(optimizer, LrSchedule(plan.total, sc["warmup_steps"], sc["decay"], sc["final_factor"]))
+    augment = build_augment(rc, device)
+    data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
+    eval_idx = eval_batch_indices(seeds, plan.n_train, int(rc["eval"]["batch_size"]))
+    eval_views = _views(data, augment, eval_idx, seeds.torch_generator("eval_augment", device=device))
+    state = RunState(device=device, precision=_precision(device, rt["precision"]), model=model, method=method,
+                     optimizer=optimizer, scheduler=scheduler, augment=augment,
+                     aug_gen=seeds.torch_generator("augment", device=device), data=data, eval_views=eval_views,
+                     tracker=tracker)
+    if clock is not None:
+        state.wall0, state.cpu0 = clock
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# resume, evaluate, checkpoint, log
+# ---------------------------------------------------------------------------------------------
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Delete the checkpoints of ``run_dir`` (a run started afresh with ``resume=False``)."""
+    for _, p in find_checkpoints(run_dir):
+        p.unlink()
+
+
+def resume_run(state: RunState, plan: RunPlan) -> None:
+    """Continue from the newest readable checkpoint of ``plan.run_dir`` (none: start at step 0).
+
+    A damaged checkpoint is skipped with a warning; one written with another run config (apart
+    from ``runtime`` and the data path) raises ``ConfigError`` naming the differing keys.
+    """
+    for _, path in reversed(find_checkpoints(plan.run_dir)):
+        try:
+            ckpt = _torch_load(path, state.device)
+        except Exception as exc:  # a damaged file: fall back to the previous checkpoint
+            log.warning("cannot read checkpoint %s (%s); trying an older one", path, exc)
+            continue
+        diff = _diff_keys(_fingerprint(ckpt["run_config"]), _fingerprint(plan.rc))
+        if diff:
+            raise ConfigError(
+                f"checkpoint {path} was written with a different run config ({'; '.join(diff[:5])}). "
+                f"Delete {path.parent} to train afresh with the new config, or restore the old values.")
+        _restore(state, plan, ckpt)
+        log.info("resuming %s from step %d (%s)", plan.run_dir, state.start, path)
+        return
+
+
+def _restore(state: RunState, plan: RunPlan, ckpt: Mapping[str, Any]) -> None:
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"], state.aug_gen)
+    state.start = state.step = int(ckpt["step"])
+    state.t_eff = float(ckpt["t_eff"])
+    ls = ckpt["log_state"]
+    state.loss_sum, state.loss_count = float(ls["loss_sum"]), int(ls["loss_count"])
+    state.prior_wall_s, state.prior_cpu_s = float(ls["wall_s"]), float(ls["cpu_s"])
+    if state.start > 0 and plan.history_path.exists():
+        # the history written with this checkpoint ends with the row of step `start`
+        state.rows = [r for r in read_history(plan.history_path).to_dict("records") if r["step"] <= state.start]
+
+
+def evaluate(state: RunState, plan: RunPlan) -> dict:
+    """The history row of the current step: losses, learning rate, throughput and spectra.
+
+    The evaluation batch's embeddings are computed in float32 with the model in train mode (batch
+    statistics); its buffers (running statistics) are restored afterwards. Resets the running loss.
+    """
+    step, (ev1, ev2) = state.step, state.eval_views
+    now = time.perf_counter()
+    ips = (step - state.row_step) * plan.batch / (now - state.row_time) if step > state.row_step else float("nan")
+    snap = _snapshot_buffers(state.model)
+    # float32 throughout, also on a bf16 run: bf16-rounded embeddings would bury the small
+    # ("ungrown") eigenvalues under a rounding floor ~1e-5 of the top one
+    with torch.no_grad():
+        loss_eval, z1, z2 = state.method.loss(ev1, ev2, step, update=False)
+    _restore_buffers(state.model, snap)
+    if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
+        raise NonFiniteLossError(
+            f"embeddings of the evaluation batch are not finite at step {step} of {plan.name} "
+            f"(lr {plan.lr0}); the run diverged. {_nan_remedy(plan.run_dir)}")
+    eig_c, eig_cov = embedding_spectra(z1, z2)
+    mean_loss = state.loss_sum / state.loss_count if state.loss_count else float("nan")
+    state.loss_sum, state.loss_count = 0.0, 0
+    rank = effective_rank(eig_c if plan.primary == "C" else eig_cov, float(plan.rc["eval"]["rank_tol"]))
+    row = {"step": step, "t": plan.lr0 * step, "t_eff": state.t_eff, "epoch": plan.epoch(step),
+           "loss": mean_loss, "loss_eval": float(loss_eval), "lr": state.lr, "images_per_s": ips, "rank": rank}
+    row.update({f"eig_C_{j}": float(v) for j, v in enumerate(eig_c)})
+    row.update({f"eig_cov_{j}": float(v) for j, v in enumerate(eig_cov)})
+    return row
+
+
+def record_row(state: RunState, plan: RunPlan) -> None:
+    """Evaluate, append the row to the history (and the tracker's queue), restart the throughput clock."""
+    row = evaluate(state, plan)
+    state.rows.append(row)
+    state.pending.append(row)
+    if state.bar is not None:
+        state.bar.set_postfix(loss=f"{row['loss_eval']:.4g}", rank=row["rank"], refresh=False)
+    state.row_time, state.row_step = time.perf_counter(), state.step
+
+
+def save_checkpoint(state: RunState, plan: RunPlan) -> None:
+    """Write the history, then (atomically) the checkpoint of the current step; flush the tracker."""
+    step = state.step
+    if not _finite_params(state.model):
+        raise NonFiniteLossError(
+            f"parameters are not finite at step {step} of {plan.name} (lr {plan.lr0}); "
+            f"no checkpoint written. {_nan_remedy(plan.run_dir)}")
+    _write_history(plan.history_path, state.rows)
+    log_state = {"loss_sum": state.loss_sum, "loss_count": state.loss_count,
+                 "wall_s": state.prior_wall_s + state.wall_s(), "cpu_s": state.prior_cpu_s + state.cpu_s()}
+    ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "t": plan.lr0 * step, "t_eff": state.t_eff,
+            "epoch": plan.epoch(step), "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "rng": _rng_state(state.aug_gen), "run_config": plan.rc, "log_state": log_state}
+    with atomic_path(checkpoint_path(plan.run_dir, step)) as tmp:
+        torch.save(ckpt, tmp)
+    log_rows(state, plan)
+
+
+#: history columns sent to the tracker (plus the top ``eval.mlflow_top`` eigenvalues of C and cov)
+_TRACKED = ("loss", "loss_eval", "lr", "images_per_s", "rank", "t", "t_eff", "epoch")
+
+
+def log_rows(state: RunState, plan: RunPlan) -> None:
+    """Send the rows recorded since the last call to the tracker, one batched call per step list."""
+    if state.tracker is None or not state.pending:
+        return
+    top = int(plan.rc["eval"].get("mlflow_top", 32))
+    keys = [*_TRACKED, *(f"eig_C_{j}" for j in range(top)), *(f"eig_cov_{j}" for j in range(top))]
+    values: dict[str, list[float]] = {}
+    steps_of: dict[str, list[int]] = {}
+    for r in state.pending:
+        for k in keys:
+            v = r.get(k)
+            if v is not None and math.isfinite(float(v)):
+                values.setdefault(k, []).append(float(v))
+                steps_of.setdefault(k, []).append(int(r["step"]))
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for k in values:  # one batched MLflow call per distinct step list (usually one or two)
+        groups.setdefault(tuple(steps_of[k]), {})[k] = values[k]
+    for steps, series in groups.items():
+        state.tracker.log_series(series, list(steps))
+    state.pending.clear()
+
+
+def start_tracking(state: RunState, plan: RunPlan) -> None:
+    """Log the run config as parameters and device/precision/resume point as tags."""
+    if state.tracker is None:
+        return
+    state.tracker.log_params({"run": {k: v for k, v in plan.rc.items() if k not in ("data",)}})
+    state.tracker.log_params({"data": plan.rc["data"]})
+    state.tracker.set_tags({"device": str(state.device), "precision": state.precision, "resumed_from": state.start})
+
+
+def _progress_bar(plan: RunPlan, initial: int):
+    if not plan.rc["runtime"].get("progress", True):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=plan.total, initial=initial, desc=plan.name, mininterval=2.0, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the training loop
+# ---------------------------------------------------------------------------------------------
+
+def _autocast(state: RunState):
+    if state.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(state.device.type, dtype=torch.bfloat16)
+
+
+def train_step(state: RunState, plan: RunPlan) -> float:
+    """One optimiser update on the batch of ``state.step``; returns its training loss."""
+    step, lr_now = state.step, state.lr
+    idx = batch_indices(plan.seeds, step, plan.steps_per_epoch, plan.n_train, plan.batch)
+    x1, x2 = _views(state.data, state.augment, idx, state.aug_gen)
+    with _autocast(state):
+        loss, _, _ = state.method.loss(x1, x2, step)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(
+            f"loss is {loss_value} at step {step} of {plan.name} (lr {plan.lr0}, "
+            f"init_scale {plan.rc['init_scale']}). {_nan_remedy(plan.run_dir)}")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    state.method.after_step(step)
+    state.t_eff += lr_now
+    state.loss_sum += loss_value
+    state.loss_count += 1
+    state.losses[step] = loss_value
+    state.step += 1
+    if state.bar is not None:
+        state.bar.update(1)
+    return loss_value
+
+
+def at_cadence(state: RunState, plan: RunPlan) -> None:
+    """The history row and the checkpoint of the current step, where the schedules have them."""
+    if state.step in plan.row_steps:
+        record_row(state, plan)
+    if state.step in plan.ckpt_steps:
+        save_checkpoint(state, plan)
+
+
+def write_manifest(state: RunState, plan: RunPlan, session_wall_s: float, session_cpu_s: float) -> dict:
+    """manifest.json of a finished run (see the module docstring); returns it."""
+    rc, run_dir = plan.rc, plan.run_dir
+    manifest = {
+        "dataset": rc["dataset"], "method": rc["method"], "init": rc["init"], "lr": plan.lr0, "steps": plan.total,
+        "batch_size": plan.batch, "image_size": rc["image_size"],
+        "checkpoints": [{"step": s, "t": plan.lr0 * s, "t_eff": _t_eff_of(state.rows, s), "epoch": plan.epoch(s),
+                         "path": str(checkpoint_path(run_dir, s).relative_to(run_dir))}
+                        for s, _ in find_checkpoints(run_dir) if s in plan.ckpt_steps],
+        "run_config": rc, "history": plan.history_path.name, "complete": True,
+        "device": str(state.device), "precision": state.precision, "resumed_from": state.start,
+        # over all sessions of the run (a resumed run adds the earlier sessions' time up to its
+        # checkpoint); session_*: this process only
+        "wall_time_s": round(state.prior_wall_s + session_wall_s, 3),
+        "cpu_time_s": round(state.prior_cpu_s + session_cpu_s, 3),
+        "session_wall_time_s": round(session_wall_s, 3),
+        "session_cpu_time_s": round(session_cpu_s, 3),
+    }
+    save_json(run_dir / "manifest.json", manifest)
+    return manifest
+
+
+def finish(state: RunState, plan: RunPlan) -> TrainResult:
+    """The session's :class:`TrainResult`; at the last step also the manifest and the tracker's artifacts."""
+    result = TrainResult(plan.run_dir, False, state.start, state.step, losses=state.losses,
+                         wall_time_s=state.wall_s(), cpu_time_s=state.cpu_s())
+    if state.step < plan.total:
+        log_rows(state, plan)
+        return result
+    result.manifest = write_manifest(state, plan, result.wall_time_s, result.cpu_time_s)
+    result.complete = True
+    if state.tracker is not None:
+        log_rows(state, plan)
+        state.tracker.log_metrics({"train_wall_time_s": result.wall_time_s, "train_cpu_time_s": result.cpu_time_s},
+                                  plan.total)
+        state.tracker.log_artifacts([plan.history_path, plan.run_dir / "manifest.json"])
+    return result
 
 
 @torch.no_grad()
@@ -411,259 +867,33 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
         resume: continue from the newest matching checkpoint; False deletes old checkpoints first.
         stop_at: stop (as if killed) when this step is reached, before training on it; for tests.
         step_hook: called as ``step_hook(step, loss)`` after every optimiser step.
+
+    Random draws come from the named streams of :class:`RunSeeds` (``SeedSequence(seed)``).
     """
-    t_wall0, t_cpu0 = time.perf_counter(), time.process_time()
-    rc = run_config
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history_path = run_dir / "history.csv"
-    rt = rc["runtime"]
-    device = select_device(rt["device"])
-    cuda = device.type == "cuda"
-    precision = rt["precision"]
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    if precision == "bf16" and device.type == "cpu":
-        log.warning("bf16 autocast requested on the CPU: it is slow there; consider precision 'fp32'")
-    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-    seed = int(rc["seed"])
-    total = int(rc["steps"])
-    batch = int(rc["batch_size"])
-    n_train = int(images.shape[0])
-    spe = int(rc["steps_per_epoch"])
-    if n_train != rc["data"]["n_train"]:
-        raise ValueError(f"run config was resolved for {rc['data']['n_train']} images, got {n_train}")
-
-    # model, method, optimiser (initial state drawn from the seed)
-    torch.manual_seed(seed)
-    model = build_model(rc).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    embed = torch.compile(model.embed) if rt["compile"] else None
-    method = make_method(model, rc, embed)
-    optimizer = build_optimizer(model.online_parameters(), rc["optimizer"])
-    sched_cfg = rc["schedule"]
-    scheduler = build_scheduler(optimizer, LrSchedule(total, sched_cfg["warmup_steps"], sched_cfg["decay"],
-                                                      sched_cfg["final_factor"]))
-    augment = build_augment(rc, device)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-
-    data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
-
-    def views(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = data[idx.to(device)]
-        v1, v2 = augment(x, gen, 0), augment(x, gen, 1)
-        if cuda:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        return v1, v2
-
-    # fixed evaluation pair batch (same on every resume)
-    ecfg = rc["eval"]
-    eval_idx = torch.from_numpy(np.sort(np.random.default_rng(seed + 2).choice(
-        n_train, size=min(int(ecfg["batch_size"]), n_train), replace=False)))
-    ev1, ev2 = views(eval_idx, torch.Generator(device=device).manual_seed(seed + 3))
-
-    ccfg = rc["checkpoints"]
-    ckpt_steps = set(checkpoint_steps(total, int(ccfg["log_points"]), ccfg.get("every")))
-    row_steps = set(eval_steps(total, ecfg.get("every"), int(ecfg["log_points"]), sorted(ckpt_steps)))
-    lr0 = float(rc["lr"])
-    primary = "C" if rc["method"] == "barlow_twins" else "cov"
-
-    # state that is checkpointed besides model/optimiser/scheduler
-    start = 0
-    t_eff = 0.0
-    # running loss since the last history row; wall/CPU seconds of earlier sessions (resumes)
-    acc = {"loss_sum": 0.0, "loss_count": 0, "wall_s": 0.0, "cpu_s": 0.0}
-    rows: list[dict] = []
-
-    existing = find_checkpoints(run_dir)
-    if existing and not resume:
-        for _, p in existing:
-            p.unlink()
-        existing = []
-    for step_found, path in reversed(existing):
-        try:
-            ckpt = _torch_load(path, device)
-        except Exception as exc:  # a damaged file: fall back to the previous checkpoint
-            log.warning("cannot read checkpoint %s (%s); trying an older one", path, exc)
-            continue
-        diff = _diff_keys(_fingerprint(ckpt["run_config"]), _fingerprint(rc))
-        if diff:
-            raise ConfigError(
-                f"checkpoint {path} was written with a different run config ({'; '.join(diff[:5])}). "
-                f"Delete {path.parent} to train afresh with the new config, or restore the old values.")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], aug_gen)
-        start, t_eff = int(ckpt["step"]), float(ckpt["t_eff"])
-        acc.update(ckpt["log_state"])
-        if history_path.exists():
-            # the history written with this checkpoint ends with the row of step `start`
-            rows = [r for r in read_history(history_path).to_dict("records") if r["step"] <= start]
-        log.info("resuming %s from step %d (%s)", run_dir, start, path)
-        break
-    if start == 0:
-        rows = []
-
-    prior_wall, prior_cpu = float(acc["wall_s"]), float(acc["cpu_s"])
-    if tracker is not None:
-        tracker.log_params({"run": {k: v for k, v in rc.items() if k not in ("data",)}})
-        tracker.log_params({"data": rc["data"]})
-        tracker.set_tags({"device": str(device), "precision": precision, "resumed_from": start})
-
-    pending: list[dict] = []
-
-    def flush_tracker() -> None:
-        """Send the rows logged since the last flush to MLflow in one batch per metric."""
-        if tracker is None or not pending:
-            return
-        top = int(ecfg.get("mlflow_top", 32))
-        keys = ["loss", "loss_eval", "lr", "images_per_s", "rank", "t", "t_eff", "epoch"]
-        keys += [f"eig_C_{j}" for j in range(top)] + [f"eig_cov_{j}" for j in range(top)]
-        values: dict[str, list[float]] = {}
-        steps_of: dict[str, list[int]] = {}
-        for r in pending:
-            for k in keys:
-                v = r.get(k)
-                if v is not None and math.isfinite(float(v)):
-                    values.setdefault(k, []).append(float(v))
-                    steps_of.setdefault(k, []).append(int(r["step"]))
-        groups: dict[tuple, dict[str, list[float]]] = {}
-        for k in values:  # one batched MLflow call per distinct step list (usually one or two)
-            groups.setdefault(tuple(steps_of[k]), {})[k] = values[k]
-        for steps, series in groups.items():
-            tracker.log_series(series, list(steps))
-        pending.clear()
-
-    def autocast():
-        if autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=autocast_dtype)
-
-    def evaluate(step: int, lr_now: float, images_per_s: float) -> dict:
-        snap = _snapshot_buffers(model)
-        # float32 throughout, also on a bf16 run: bf16-rounded embeddings would bury the small
-        # ("ungrown") eigenvalues under a rounding floor ~1e-5 of the top one
-        with torch.no_grad():
-            loss_eval, z1, z2 = method.loss(ev1, ev2, step, update=False)
-        _restore_buffers(model, snap)
-        if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
-            raise NonFiniteLossError(
-                f"embeddings of the evaluation batch are not finite at step {step} of {rc['method']}-{rc['init']} "
-                f"(lr {lr0}); the run diverged. {_nan_remedy(run_dir)}")
-        eig_c, eig_cov = embedding_spectra(z1, z2)
-        mean_loss = acc["loss_sum"] / acc["loss_count"] if acc["loss_count"] else float("nan")
-        acc["loss_sum"], acc["loss_count"] = 0.0, 0
-        row = {"step": step, "t": lr0 * step, "t_eff": t_eff, "epoch": step * batch / n_train,
-               "loss": mean_loss, "loss_eval": float(loss_eval), "lr": lr_now,
-               "images_per_s": images_per_s,
-               "rank": effective_rank(eig_c if primary == "C" else eig_cov, float(ecfg["rank_tol"]))}
-        row.update({f"eig_C_{j}": float(v) for j, v in enumerate(eig_c)})
-        row.update({f"eig_cov_{j}": float(v) for j, v in enumerate(eig_cov)})
-        return row
-
-    def save_checkpoint(step: int) -> None:
-        if not _finite_params(model):
-            raise NonFiniteLossError(
-                f"parameters are not finite at step {step} of {rc['method']}-{rc['init']} (lr {lr0}); "
-                f"no checkpoint written. {_nan_remedy(run_dir)}")
-        _write_history(history_path, rows)
-        ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "t": lr0 * step, "t_eff": t_eff,
-                "epoch": step * batch / n_train, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(aug_gen), "run_config": rc,
-                "log_state": {**acc, "wall_s": prior_wall + time.perf_counter() - t_wall0,
-                              "cpu_s": prior_cpu + time.process_time() - t_cpu0}}
-        with atomic_path(checkpoint_path(run_dir, step)) as tmp:
-            torch.save(ckpt, tmp)
-        flush_tracker()
-
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    bar = None
-    if tqdm is not None and rt.get("progress", True):
-        bar = tqdm(total=total, initial=start, desc=f"{rc['method']}-{rc['init']}", mininterval=2.0,
-                   dynamic_ncols=True)
-
-    result = TrainResult(run_dir, False, start, start)
-    model.train()
-    t_last, step_last = time.perf_counter(), start
-    step = start
+    clock = time.perf_counter(), time.process_time()
+    plan = plan_run(run_config, int(images.shape[0]), run_dir)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    state = build_run_state(plan, images, tracker, clock)
+    if not resume:
+        discard_checkpoints(plan.run_dir)
+    resume_run(state, plan)
+    start_tracking(state, plan)
+    # a resumed run has the row and checkpoint of its start step already
+    resumed_row = state.start > 0 and any(r["step"] == state.start for r in state.rows)
+    state.bar = _progress_bar(plan, state.start)
+    state.model.train()
+    state.row_time, state.row_step = time.perf_counter(), state.start
     while True:
-        lr_now = optimizer.param_groups[0]["lr"]
-        resumed_here = step == start and start > 0 and any(r["step"] == start for r in rows)
-        if step in row_steps and not resumed_here:
-            now = time.perf_counter()
-            ips = (step - step_last) * batch / (now - t_last) if step > step_last else float("nan")
-            row = evaluate(step, lr_now, ips)
-            rows.append(row)
-            pending.append(row)
-            if bar is not None:
-                bar.set_postfix(loss=f"{row['loss_eval']:.4g}", rank=row["rank"], refresh=False)
-            t_last, step_last = time.perf_counter(), step
-        if step in ckpt_steps and not resumed_here:
-            save_checkpoint(step)
-        if step >= total or (stop_at is not None and step >= stop_at):
+        if not (resumed_row and state.step == state.start):
+            at_cadence(state, plan)
+        if state.step >= plan.total or (stop_at is not None and state.step >= stop_at):
             break
-        idx = _batch_indices(seed, step, spe, n_train, batch)
-        x1, x2 = views(idx, aug_gen)
-        with autocast():
-            loss, _, _ = method.loss(x1, x2, step)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"loss is {loss_value} at step {step} of {rc['method']}-{rc['init']} (lr {lr0}, "
-                f"init_scale {rc['init_scale']}). {_nan_remedy(run_dir)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        method.after_step(step)
-        t_eff += lr_now
-        acc["loss_sum"] += loss_value
-        acc["loss_count"] += 1
-        result.losses[step] = loss_value
+        loss_value = train_step(state, plan)
         if step_hook is not None:
-            step_hook(step, loss_value)
-        step += 1
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    result.last_step = step
-    result.wall_time_s = time.perf_counter() - t_wall0
-    result.cpu_time_s = time.process_time() - t_cpu0
-    if step < total:
-        flush_tracker()
-        return result
-
-    manifest = {
-        "dataset": rc["dataset"], "method": rc["method"], "init": rc["init"], "lr": lr0, "steps": total,
-        "batch_size": batch, "image_size": rc["image_size"],
-        "checkpoints": [{"step": s, "t": lr0 * s, "t_eff": _t_eff_of(rows, s), "epoch": s * batch / n_train,
-                         "path": str(checkpoint_path(run_dir, s).relative_to(run_dir))}
-                        for s, _ in find_checkpoints(run_dir) if s in ckpt_steps],
-        "run_config": rc, "history": history_path.name, "complete": True,
-        "device": str(device), "precision": precision, "resumed_from": start,
-        # over all sessions of the run (a resumed run adds the earlier sessions' time up to its
-        # checkpoint); session_*: this process only
-        "wall_time_s": round(prior_wall + result.wall_time_s, 3),
-        "cpu_time_s": round(prior_cpu + result.cpu_time_s, 3),
-        "session_wall_time_s": round(result.wall_time_s, 3),
-        "session_cpu_time_s": round(result.cpu_time_s, 3),
-    }
-    save_json(run_dir / "manifest.json", manifest)
-    result.manifest = manifest
-    result.complete = True
-    if tracker is not None:
-        flush_tracker()
-        tracker.log_metrics({"train_wall_time_s": result.wall_time_s, "train_cpu_time_s": result.cpu_time_s}, total)
-        tracker.log_artifacts([history_path, run_dir / "manifest.json"])
-    return result
+            step_hook(state.step - 1, loss_value)
+    if state.bar is not None:
+        state.bar.close()
+    return finish(state, plan)
 
 
 def _t_eff_of(rows: list[dict], step: int) -> float | None:

@@ -120,6 +120,8 @@ def test_changed_config_refuses_to_resume(tmp_path, digits):
     rc2["lr"] = 0.123
     with pytest.raises(ConfigError, match=r"optimizer.lr: .* -> 0.123.*Delete"):
         T.train(rc2, digits, tmp_path / "run")
+    with pytest.raises(ValueError, match="resolved for 400 images, got 300"):
+        T.train(rc, digits[:300], tmp_path / "run")
     rc3 = copy.deepcopy(rc)
     rc3["runtime"]["progress"] = True   # runtime settings may change between sessions
     assert T.train(rc3, digits, tmp_path / "run").start_step == 5
@@ -149,3 +151,76 @@ def test_checkpoint_schedule_resolves_early_steps():
     s = T.checkpoint_steps(10_000, 12, 2500)
     assert s[0] == 0 and s[-1] == 10_000 and {1, 2500, 5000, 7500} <= set(s)
     assert sum(1 for x in s if x < 100) >= 5
+
+
+def test_seed_streams_are_named_spawned_children_distinct_and_reproducible():
+    seeds = T.RunSeeds(3)
+    # reference: what SeedSequence.spawn gives (child = stream index, grandchild = epoch)
+    root = np.random.SeedSequence(3)
+    children = root.spawn(len(T.SEED_STREAMS))
+    for i, name in enumerate(T.SEED_STREAMS):
+        assert np.array_equal(seeds.sequence(name).generate_state(4), children[i].generate_state(4))
+    epoch7 = children[T.SEED_STREAMS.index("batch_order")].spawn(8)[7]
+    assert np.array_equal(seeds.sequence("batch_order", 7).generate_state(4), epoch7.generate_state(4))
+    # distinct across names, epochs and run seeds; equal for equal inputs
+    drawn = [seeds.torch_seed(n) for n in T.SEED_STREAMS] + [seeds.torch_seed("batch_order", e) for e in range(50)]
+    drawn += [T.RunSeeds(s).torch_seed("init") for s in (0, 1, 2, 4)]
+    assert len(set(drawn)) == len(drawn) and all(0 <= s < 2**63 for s in drawn)
+    assert T.RunSeeds(3).torch_seed("augment") == seeds.torch_seed("augment")
+    a = seeds.torch_generator("augment")
+    b = T.RunSeeds(3).torch_generator("augment")
+    assert torch.equal(torch.rand(100, generator=a), torch.rand(100, generator=b))
+    with pytest.raises(KeyError, match="unknown random stream 'dropout'"):
+        seeds.sequence("dropout")
+    with pytest.raises(ConfigError, match="train.seed.*non-negative"):
+        T.RunSeeds(-1)
+
+
+def test_batch_order_is_a_permutation_per_epoch_and_independent_of_history():
+    seeds, n, batch, spe = T.RunSeeds(0), 100, 32, 3
+    epoch0 = torch.cat([T.batch_indices(seeds, s, spe, n, batch) for s in range(spe)])
+    assert len(epoch0) == 96 and len(set(epoch0.tolist())) == 96 and int(epoch0.max()) < n
+    epoch1 = torch.cat([T.batch_indices(seeds, s, spe, n, batch) for s in range(spe, 2 * spe)])
+    assert not torch.equal(epoch0, epoch1)
+    # the reference: torch.randperm from the epoch's stream, whatever ran before (resume at any step)
+    T._epoch_permutation.cache_clear()
+    ref = torch.randperm(n, generator=torch.Generator().manual_seed(seeds.torch_seed("batch_order", 5)))
+    assert torch.equal(T.batch_indices(seeds, 5 * spe + 1, spe, n, batch), ref[batch:2 * batch])
+    assert not torch.equal(T.batch_indices(T.RunSeeds(1), 0, spe, n, batch), epoch0[:batch])
+    ev = T.eval_batch_indices(seeds, n, 40)
+    assert len(set(ev.tolist())) == 40 and torch.equal(ev, ev.sort().values)
+    assert torch.equal(ev, T.eval_batch_indices(T.RunSeeds(0), n, 40))
+    assert len(T.eval_batch_indices(seeds, n, 500)) == n
+
+
+def test_checkpoint_contents_and_seeded_initialisation(tmp_path, digits):
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config(steps=6), "barlow_twins", digits)
+    res = T.train(rc, digits, tmp_path / "run")
+    ck = torch.load(tmp_path / "run/ckpt/step_00000005.pt", weights_only=True)
+    assert set(ck) == {"format", "step", "t", "t_eff", "epoch", "model", "optimizer", "scheduler", "rng",
+                       "run_config", "log_state"}
+    assert ck["step"] == 5 and ck["format"] == T.CHECKPOINT_FORMAT and ck["run_config"] == rc
+    assert set(ck["rng"]) >= {"torch", "augment"}
+    # rows at 0, 2, 4 (every 2) and 5 (checkpoint); the row of step 5 (the loss of step 4) is recorded
+    # before its checkpoint, so the checkpoint's running loss is empty
+    assert ck["log_state"]["loss_count"] == 0 and ck["log_state"]["loss_sum"] == 0.0
+    h = T.read_history(tmp_path / "run/history.csv")
+    assert list(h["step"]) == [0, 2, 4, 5, 6]
+    assert h["loss"][3] == pytest.approx(res.losses[4], rel=1e-6)
+    # constant schedule: t_eff = sum of the 5 learning rates = t = 5 lr
+    assert rc["schedule"]["decay"] == "constant" and rc["schedule"]["warmup_steps"] == 0
+    assert ck["t_eff"] == pytest.approx(5 * rc["lr"], rel=1e-12) == ck["t"]
+    assert np.allclose(h["t_eff"], h["step"] * rc["lr"], rtol=1e-9) and np.all(h["lr"] == rc["lr"])
+    # step 0 is the model built from the "init" stream, independently of the engine
+    torch.manual_seed(T.RunSeeds(rc["seed"]).torch_seed("init"))
+    ref = T.build_model(rc).state_dict()
+    ck0 = torch.load(tmp_path / "run/ckpt/step_00000000.pt", weights_only=True)["model"]
+    assert all(torch.equal(ref[k], ck0[k]) for k in ref)
+    # the same seed gives the same run; another seed another one
+    again = T.train(copy.deepcopy(rc), digits, tmp_path / "again")
+    assert again.losses == res.losses
+    rc2 = copy.deepcopy(rc)
+    rc2["seed"] = 1
+    other = T.train(rc2, digits, tmp_path / "other")
+    assert other.losses[0] != res.losses[0]
