@@ -327,36 +327,48 @@ SPECTRUM_MARGIN = 1e-3
 
 def truncation_bound(gamma: np.ndarray, B0: np.ndarray, lr: float, steps: int, dropped: np.ndarray,
                      margin: float = SPECTRUM_MARGIN) -> float:
-    """A-priori bound on ||C_D(s)||_2 over a run, C_D = sum_{k dropped} gamma_k b_k(s) b_k(s)^T.
+    """A-priori bound on ||C_D(s) - C_D(0)||_2 over a run, C_D = sum_{k dropped} gamma_k b_k b_k^T, times
+    a first-order feedback factor: the error of holding the dropped columns at their initial value.
 
     In Gamma's eigenbasis column k of B = W V evolves as b_k <- (I + 4 lr gamma_k (I - C)) b_k. If the
-    eigenvalues of C stay in [-margin, 1 + margin] for the whole run, one step multiplies ||b_k|| by at
-    most f_k = 1 + 4 lr gamma_k (1 + margin) for gamma_k > 0 and by at most f_k = 1 + 4 lr |gamma_k| margin
-    for gamma_k < 0 (when 4 lr |gamma_k| (1 + margin) <= 2; else by 1 + 4 lr |gamma_k| (1 + margin)), so
-    ||b_k(s)|| <= ||b_k(0)|| f_k^steps. C_D = P - N with P, N positive semidefinite (the gamma_k > 0 and
-    gamma_k < 0 terms), hence ||C_D||_2 <= max(tr P, tr N) <= max over the two signs of
-    sum_k |gamma_k| ||b_k(0)||^2 f_k^(2 steps). This bounds, by Weyl's inequality, how much leaving the
-    dropped columns out of C moves its eigenvalues at any step (the direct effect; the feedback of C_D
-    into the kept columns enters at the same order and is checked against full runs in the tests).
+    eigenvalues of C stay in [-margin, 1 + margin], the per-step factor
+    f_k = 1 + 4 lr gamma_k (1 + margin) for gamma_k > 0 and 1 + 4 lr |gamma_k| margin for gamma_k < 0
+    (when 4 lr |gamma_k| (1 + margin) <= 2; else 1 + 4 lr |gamma_k| (1 + margin)) multiplies its norm at most,
+    and one step changes it by at most 4 lr |gamma_k| (1 + margin) ||b_k||: ||b_k(s) - b_k(0)|| <= r_k (e_k^s - 1),
+    e_k = 1 + 4 lr |gamma_k| (1 + margin), r_k = ||b_k(0)||, and ||b b^T - a a^T|| <= min(||b - a|| (||b|| + ||a||),
+    max(||a||, ||b||)^2), so ||C_D(s) - C_D(0)||_2 <= sum_k |gamma_k| r_k^2 min(e_k^2N - 1, f_k^2N) =: E.
+    By Weyl's inequality E bounds the direct change of the eigenvalues of C. The dropped columns
+    also feed back into the kept ones: a perturbation delta of C shifts log s_j of a mode escaping its
+    saddle by at most 4 gamma_j delta tau_j, i.e. lambda_j by 2 gamma_j tau_j delta = log(1/lambda_j(0)) delta / 4
+    (first order); the bound returned is E (1 + max_j log(1/lambda_j(0)) / 4) over the top d = rows of B0
+    modes, checked against full runs in tests/theory/test_linear_truncation.py.
 
     Args:
         gamma: eigenvalues of Gamma (m,); B0: W(0) V (d x m); dropped: bool mask or indices of the
-            columns left out.
+            columns held at their initial value.
     """
-    g = np.asarray(gamma, dtype=np.float64)[dropped]
-    r2 = (np.asarray(B0, dtype=np.float64)[:, dropped] ** 2).sum(axis=0)
+    gamma = np.asarray(gamma, dtype=np.float64)
+    B0 = np.asarray(B0, dtype=np.float64)
+    g = gamma[dropped]
+    r2 = (B0[:, dropped] ** 2).sum(axis=0)
     x = 4.0 * lr * np.abs(g)
     rho = np.where((g > 0) | (x * (1.0 + margin) > 2.0), 1.0 + margin, margin)
     with np.errstate(over="ignore"):
-        growth2 = np.exp(2.0 * steps * np.log1p(x * rho))     # f_k^(2 steps)
-        terms = np.abs(g) * r2 * growth2
-    return float(max(terms[g > 0].sum(), terms[g < 0].sum(), 0.0))
+        change = np.expm1(2.0 * steps * np.log1p(x * (1.0 + margin)))     # (f_k^2N - 1), increments
+        size = np.exp(2.0 * steps * np.log1p(x * rho))                      # ||b_k||^2 / r_k^2 <= this
+        direct = float((np.abs(g) * r2 * np.minimum(change, size)).sum())
+    d = B0.shape[0]
+    top = np.argsort(-gamma, kind="stable")[:d]
+    lam0 = gamma[top] * alignment_transform(B0[:, top])[1] ** 2
+    with np.errstate(divide="ignore"):
+        feedback = float(np.clip(-np.log(np.where(lam0 > 0, lam0, np.inf)), 0.0, None).max(initial=0.0)) / 4.0
+    return direct * (1.0 + feedback)
 
 
 def kept_modes(gamma: np.ndarray, B0: np.ndarray, lr: float, steps: int, tol: float | None,
                active: np.ndarray | None = None, margin: float = SPECTRUM_MARGIN) -> tuple[np.ndarray, float]:
-    """The columns of B to simulate: the fewest largest-gamma ones whose complement has
-    ``truncation_bound <= tol`` (all ``active`` ones when ``tol`` is None). Returns (bool mask, bound).
+    """The columns of B to simulate: the fewest largest-gamma ones whose complement, held at its initial
+    value, has ``truncation_bound <= tol`` (all ``active`` ones when ``tol`` is None). Returns (mask, bound).
 
     Columns outside ``active`` (Gamma's numerical null space) are never simulated and count as zero.
     """
@@ -383,7 +395,7 @@ def kept_modes(gamma: np.ndarray, B0: np.ndarray, lr: float, steps: int, tol: fl
 
 
 def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, steps: int,
-                  record=None, keep_W: bool = False, tol: float | None = 1e-12) -> GDTrajectory:
+                  record=None, keep_W: bool = False, tol: float | None = 1e-11) -> GDTrajectory:
     """The same gradient descent, run in Gamma's eigenbasis: B = W V (O(d^2 K) per step, K <= m modes).
 
     With Gamma = V diag(gamma) V^T, multiplying the update of ``gd_reference`` by V on the right
@@ -392,12 +404,13 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
     zero (Gamma's null space, e.g. the m - 2n directions when m > 2n) receive a zero update and add
     nothing to C; they are held fixed rather than multiplied by zero.
 
-    Only the K columns that can grow are simulated (``kept_modes``): the others stay O(alpha), and
-    ``truncation_bound`` bounds what leaving them out of C does to its eigenvalues by ``tol``
+    Only the K columns that can grow are simulated (``kept_modes``): the others stay O(alpha) and are
+    held at their initial value, their part of C with them (added to C at every step at no cost), and
+    ``truncation_bound`` bounds what that does to the eigenvalues of C by ``tol``
     (absolute; the eigenvalues saturate at 1). ``tol=None`` simulates every non-null column, as does
     ``keep_W=True``. The bound assumes the spectrum of C stays in [-1e-3, 1 + 1e-3]; the recorded
     spectra are checked against that and the run is repeated with every column if they leave it.
-    The dropped columns of the returned ``W`` are those of W(0) (held fixed).
+    The held columns of the returned ``W`` are those of W(0).
 
     The loop does five BLAS / ufunc calls per step into preallocated buffers of shape d x K, with
     BLAS held to one thread. Returns W = B V^T.
@@ -421,13 +434,15 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
     active, _ = kept_modes(gamma, B_all, lr, steps, None if keep_W else tol, nonnull)
     B = np.ascontiguousarray(B_all[:, active])
     g = np.ascontiguousarray(gamma[active])
+    held = nonnull & ~active
+    C_held = (B_all[:, held] * gamma[held]) @ B_all[:, held].T      # their fixed part of C
     C = np.empty((d, d))
     eye = np.eye(d)
     loss = np.empty(rec.size)
     eigs = np.empty((rec.size, d))
     Ws = np.empty((rec.size, d, m)) if keep_W else None
     with _single_thread_blas():
-        _eigenbasis_loop(B, g, B_all, active, V, C, eye, 4.0 * lr, steps, rec, loss, eigs, Ws)
+        _eigenbasis_loop(B, g, B_all, active, V, C, C_held, eye, 4.0 * lr, steps, rec, loss, eigs, Ws)
     inside = eigs.min() >= -SPECTRUM_MARGIN and eigs.max() <= 1.0 + SPECTRUM_MARGIN
     if (active != nonnull).any() and not inside:     # the bound's premise failed: simulate every column
         return gd_eigenbasis(gamma, V, W0, lr, steps, rec, keep_W, tol=None)
@@ -435,12 +450,13 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
     return GDTrajectory(rec, lr * rec, loss, eigs, B_all @ V.T, lr, Ws)
 
 
-def _eigenbasis_loop(B, g, B_all, active, V, C, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
+def _eigenbasis_loop(B, g, B_all, active, V, C, C_held, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
     """The hot loop of ``gd_eigenbasis``: five calls per step, no Python branches between records.
 
     With q = sqrt(4 lr): BL = B diag(q gamma), C = BL B^T = q C_true, C - q I = q (C_true - I), and
     (C - q I) BL = 4 lr (C_true - I) B diag(gamma), the update. Recorded quantities are recomputed
     unscaled (C_true = (B diag(gamma)) B^T, as in ``gd_reference``) at the recorded steps only.
+    ``C_held`` (the held columns' part of C) enters through q (I - C_held) in place of q I at no cost.
     The row vectors are tiled to d x K: a same-shape multiply takes numpy's fast path, a broadcast
     one its general iterator (~2x the call overhead at K ~ 50).
     """
@@ -448,7 +464,7 @@ def _eigenbasis_loop(B, g, B_all, active, V, C, eye, four_lr, steps, rec, loss, 
     q = math.sqrt(four_lr)
     gq = np.ascontiguousarray(np.broadcast_to(g * q, B.shape))
     g_full = np.ascontiguousarray(np.broadcast_to(g, B.shape))
-    qeye = q * eye
+    qeye = q * (eye - C_held)
     BL = np.empty_like(B)        # B diag(q gamma)
     T = np.empty_like(B)         # the update
     BT = B.T
@@ -467,6 +483,7 @@ def _eigenbasis_loop(B, g, B_all, active, V, C, eye, four_lr, steps, rec, loss, 
         done = int(r)
         multiply(B, g_full, out=BL)
         dot(BL, BT, out=C)
+        C += C_held
         loss[k] = float(((C - eye) ** 2).sum())
         eigs[k] = _spectrum(C)
         if Ws is not None:
