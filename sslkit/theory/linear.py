@@ -48,6 +48,8 @@ __all__ = [
     "GDTrajectory",
     "gd_reference",
     "gd_eigenbasis",
+    "truncation_bound",
+    "kept_modes",
     "first_crossing",
     "compare_with_theory",
     "euler_time_factor",
@@ -319,21 +321,105 @@ def _reference_loop(W, Gamma, eye, lr, steps, rec, keep_W, loss, eigs, Ws) -> No
         W -= ((C - eye) * (4.0 * lr)) @ WG
 
 
+SPECTRUM_MARGIN = 1e-3
+"""Assumed bound on how far the eigenvalues of C leave [0, 1] during a run (``truncation_bound``)."""
+
+
+def truncation_bound(gamma: np.ndarray, B0: np.ndarray, lr: float, steps: int, dropped: np.ndarray,
+                     margin: float = SPECTRUM_MARGIN) -> float:
+    """A-priori bound on ||C_D(s) - C_D(0)||_2 over a run, C_D = sum_{k dropped} gamma_k b_k b_k^T, times
+    a first-order feedback factor: the error of holding the dropped columns at their initial value.
+
+    In Gamma's eigenbasis column k of B = W V evolves as b_k <- (I + 4 lr gamma_k (I - C)) b_k. If the
+    eigenvalues of C stay in [-margin, 1 + margin], the per-step factor
+    f_k = 1 + 4 lr gamma_k (1 + margin) for gamma_k > 0 and 1 + 4 lr |gamma_k| margin for gamma_k < 0
+    (when 4 lr |gamma_k| (1 + margin) <= 2; else 1 + 4 lr |gamma_k| (1 + margin)) multiplies its norm at most,
+    and one step changes it by at most 4 lr |gamma_k| (1 + margin) ||b_k||: ||b_k(s) - b_k(0)|| <= r_k (e_k^s - 1),
+    e_k = 1 + 4 lr |gamma_k| (1 + margin), r_k = ||b_k(0)||, and ||b b^T - a a^T|| <= min(||b - a|| (||b|| + ||a||),
+    max(||a||, ||b||)^2), so ||C_D(s) - C_D(0)||_2 <= sum_k |gamma_k| r_k^2 min(e_k^2N - 1, f_k^2N) =: E.
+    By Weyl's inequality E bounds the direct change of the eigenvalues of C. The dropped columns
+    also feed back into the kept ones: a perturbation delta of C shifts log s_j of a mode escaping its
+    saddle by at most 4 gamma_j delta tau_j, i.e. lambda_j by 2 gamma_j tau_j delta = log(1/lambda_j(0)) delta / 4
+    (first order); the bound returned is E (1 + max_j log(1/lambda_j(0)) / 4) over the top d = rows of B0
+    modes, checked against full runs in tests/theory/test_linear_truncation.py.
+
+    Args:
+        gamma: eigenvalues of Gamma (m,); B0: W(0) V (d x m); dropped: bool mask or indices of the
+            columns held at their initial value.
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    B0 = np.asarray(B0, dtype=np.float64)
+    g = gamma[dropped]
+    r2 = (B0[:, dropped] ** 2).sum(axis=0)
+    x = 4.0 * lr * np.abs(g)
+    rho = np.where((g > 0) | (x * (1.0 + margin) > 2.0), 1.0 + margin, margin)
+    with np.errstate(over="ignore"):
+        change = np.expm1(2.0 * steps * np.log1p(x * (1.0 + margin)))     # (f_k^2N - 1), increments
+        size = np.exp(2.0 * steps * np.log1p(x * rho))                      # ||b_k||^2 / r_k^2 <= this
+        direct = float((np.abs(g) * r2 * np.minimum(change, size)).sum())
+    d = B0.shape[0]
+    top = np.argsort(-gamma, kind="stable")[:d]
+    lam0 = gamma[top] * alignment_transform(B0[:, top])[1] ** 2
+    with np.errstate(divide="ignore"):
+        feedback = float(np.clip(-np.log(np.where(lam0 > 0, lam0, np.inf)), 0.0, None).max(initial=0.0)) / 4.0
+    return direct * (1.0 + feedback)
+
+
+def kept_modes(gamma: np.ndarray, B0: np.ndarray, lr: float, steps: int, tol: float | None,
+               active: np.ndarray | None = None, margin: float = SPECTRUM_MARGIN) -> tuple[np.ndarray, float]:
+    """The columns of B to simulate: the fewest largest-gamma ones whose complement, held at its initial
+    value, has ``truncation_bound <= tol`` (all ``active`` ones when ``tol`` is None). Returns (mask, bound).
+
+    Columns outside ``active`` (Gamma's numerical null space) are never simulated and count as zero.
+    """
+    g = np.asarray(gamma, dtype=np.float64)
+    m = g.size
+    active = np.ones(m, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+    if tol is None:
+        return active.copy(), 0.0
+    order = np.flatnonzero(active)[np.argsort(-g[active], kind="stable")]
+
+    def bound(k: int) -> float:
+        return truncation_bound(g, B0, lr, steps, order[k:], margin) if k < order.size else 0.0
+
+    lo, hi = 0, order.size           # bound(k) is non-increasing in k: bisect for the smallest k <= tol
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bound(mid) <= tol:
+            hi = mid
+        else:
+            lo = mid + 1
+    keep = np.zeros(m, dtype=bool)
+    keep[order[:lo]] = True
+    return keep, bound(lo)
+
+
 def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, steps: int,
-                  record=None, keep_W: bool = False) -> GDTrajectory:
-    """The same gradient descent, run in Gamma's eigenbasis: B = W V (O(d^2 m) per step).
+                  record=None, keep_W: bool = False, tol: float | None = 1e-11) -> GDTrajectory:
+    """The same gradient descent, run in Gamma's eigenbasis: B = W V (O(d^2 K) per step, K <= m modes).
 
     With Gamma = V diag(gamma) V^T, multiplying the update of ``gd_reference`` by V on the right
     gives exactly B <- B - lr * 4 (B diag(gamma) B^T - I) B diag(gamma), and C = B diag(gamma) B^T,
     so the two runs agree step for step up to float64 rounding. Columns with gamma_k numerically
     zero (Gamma's null space, e.g. the m - 2n directions when m > 2n) receive a zero update and add
-    nothing to C; they are held fixed rather than multiplied by zero. The loop does five BLAS /
-    ufunc calls per step into preallocated buffers, with BLAS held to one thread. Returns W = B V^T.
+    nothing to C; they are held fixed rather than multiplied by zero.
+
+    Only the K columns that can grow are simulated (``kept_modes``): the others stay O(alpha) and are
+    held at their initial value, their part of C with them (added to C at every step at no cost), and
+    ``truncation_bound`` bounds what that does to the eigenvalues of C by ``tol``
+    (absolute; the eigenvalues saturate at 1). ``tol=None`` simulates every non-null column, as does
+    ``keep_W=True``. The bound assumes the spectrum of C stays in [-1e-3, 1 + 1e-3]; the recorded
+    spectra are checked against that and the run is repeated with every column if they leave it.
+    The held columns of the returned ``W`` are those of W(0).
+
+    The loop does five BLAS / ufunc calls per step into preallocated buffers of shape d x K, with
+    BLAS held to one thread. Returns W = B V^T.
 
     Args:
         gamma: eigenvalues of Gamma (m,), any order matching the columns of ``V``.
         V: orthonormal eigenvectors of Gamma, m x m (columns).
         W0: initial weights d x m (original basis).
+        tol: bound on the eigenvalue error from the columns left out, or None for all columns.
     """
     gamma = np.asarray(gamma, dtype=np.float64)
     V = np.asarray(V, dtype=np.float64)
@@ -343,39 +429,50 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
     W0, rec = _check_run(W0, m, lr, steps, record)
     d = W0.shape[0]
     B_all = W0 @ V
-    tol = np.finfo(np.float64).eps * m * max(float(np.abs(gamma).max(initial=0.0)), 1e-300)
-    active = np.abs(gamma) > tol
+    null_tol = np.finfo(np.float64).eps * m * max(float(np.abs(gamma).max(initial=0.0)), 1e-300)
+    nonnull = np.abs(gamma) > null_tol
+    active, _ = kept_modes(gamma, B_all, lr, steps, None if keep_W else tol, nonnull)
     B = np.ascontiguousarray(B_all[:, active])
     g = np.ascontiguousarray(gamma[active])
-    BL = np.empty_like(B)        # B diag(gamma)
-    T = np.empty_like(B)         # the update
+    held = nonnull & ~active
+    C_held = (B_all[:, held] * gamma[held]) @ B_all[:, held].T      # their fixed part of C
     C = np.empty((d, d))
     eye = np.eye(d)
     loss = np.empty(rec.size)
     eigs = np.empty((rec.size, d))
     Ws = np.empty((rec.size, d, m)) if keep_W else None
     with _single_thread_blas():
-        _eigenbasis_loop(B, g, B_all, active, V, C, BL, T, eye, 4.0 * lr, steps, rec, loss, eigs, Ws)
+        _eigenbasis_loop(B, g, B_all, active, V, C, C_held, eye, 4.0 * lr, steps, rec, loss, eigs, Ws)
+    inside = eigs.min() >= -SPECTRUM_MARGIN and eigs.max() <= 1.0 + SPECTRUM_MARGIN
+    if (active != nonnull).any() and not inside:     # the bound's premise failed: simulate every column
+        return gd_eigenbasis(gamma, V, W0, lr, steps, rec, keep_W, tol=None)
     B_all[:, active] = B
     return GDTrajectory(rec, lr * rec, loss, eigs, B_all @ V.T, lr, Ws)
 
 
-def _eigenbasis_loop(B, g, B_all, active, V, C, BL, T, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
+def _eigenbasis_loop(B, g, B_all, active, V, C, C_held, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
     """The hot loop of ``gd_eigenbasis``: five calls per step, no Python branches between records.
 
     With q = sqrt(4 lr): BL = B diag(q gamma), C = BL B^T = q C_true, C - q I = q (C_true - I), and
     (C - q I) BL = 4 lr (C_true - I) B diag(gamma), the update. Recorded quantities are recomputed
     unscaled (C_true = (B diag(gamma)) B^T, as in ``gd_reference``) at the recorded steps only.
+    ``C_held`` (the held columns' part of C) enters through q (I - C_held) in place of q I at no cost.
+    The row vectors are tiled to d x K: a same-shape multiply takes numpy's fast path, a broadcast
+    one its general iterator (~2x the call overhead at K ~ 50).
     """
     multiply, dot, subtract = np.multiply, np.dot, np.subtract
     q = math.sqrt(four_lr)
-    gq = g * q
-    qeye = q * eye
+    gq = np.ascontiguousarray(np.broadcast_to(g * q, B.shape))
+    g_full = np.ascontiguousarray(np.broadcast_to(g, B.shape))
+    qeye = q * (eye - C_held)
+    BL = np.empty_like(B)        # B diag(q gamma)
+    T = np.empty_like(B)         # the update
+    BT = B.T
 
     def run(n_steps: int) -> None:
         for _ in range(n_steps):
             multiply(B, gq, out=BL)
-            dot(BL, B.T, out=C)
+            dot(BL, BT, out=C)
             subtract(C, qeye, out=C)
             dot(C, BL, out=T)
             subtract(B, T, out=B)
@@ -384,8 +481,9 @@ def _eigenbasis_loop(B, g, B_all, active, V, C, BL, T, eye, four_lr, steps, rec,
     for k, r in enumerate(rec):
         run(int(r) - done)
         done = int(r)
-        multiply(B, g, out=BL)
-        dot(BL, B.T, out=C)
+        multiply(B, g_full, out=BL)
+        dot(BL, BT, out=C)
+        C += C_held
         loss[k] = float(((C - eye) ** 2).sum())
         eigs[k] = _spectrum(C)
         if Ws is not None:
