@@ -32,7 +32,8 @@ def timed(fn):
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main(argv=None) -> int:
@@ -65,10 +66,12 @@ def main(argv=None) -> int:
     rec = np.array([0])
     _, w_ref, c_ref = timed(lambda: L.gd_reference(G, W0, args.lr, args.ref_steps, rec))
     print(f"reference (original basis): {args.ref_steps / w_ref:10.0f} steps/s  "
-          f"({1e6 * w_ref / args.ref_steps:8.1f} us/step wall, {1e6 * c_ref / args.ref_steps:8.1f} us/step CPU)  [{load()}]")
+          f"({1e6 * w_ref / args.ref_steps:8.1f} us/step wall, {1e6 * c_ref / args.ref_steps:8.1f} us/step CPU)"
+          f"  [{load()}]")
     _, w_fast, c_fast = timed(lambda: L.gd_eigenbasis(gamma, V, W0, args.lr, args.fast_steps, rec))
     print(f"eigenbasis               : {args.fast_steps / w_fast:10.0f} steps/s  "
-          f"({1e6 * w_fast / args.fast_steps:8.1f} us/step wall, {1e6 * c_fast / args.fast_steps:8.1f} us/step CPU)  [{load()}]")
+          f"({1e6 * w_fast / args.fast_steps:8.1f} us/step wall, {1e6 * c_fast / args.fast_steps:8.1f} us/step CPU)"
+          f"  [{load()}]")
     print(f"speed-up eigenbasis / reference: {(args.fast_steps / w_fast) / (args.ref_steps / w_ref):.1f}x (wall), "
           f"{(args.fast_steps / c_fast) / (args.ref_steps / c_ref):.1f}x (CPU)")
     if args.quick:

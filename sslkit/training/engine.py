@@ -61,18 +61,19 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from sslkit.training import speedup_variants as speedups
-from sslkit.training.augment import build_augment
 from sslkit.config import ConfigError, deep_update
 from sslkit.io import atomic_path, save_json
 from sslkit.registry import INITS, METHODS
+from sslkit.training import speedup_variants as speedups
+from sslkit.training.augment import build_augment
 from sslkit.training.methods import make_method
 from sslkit.training.networks import build_model
 from sslkit.training.optim import LrSchedule, build_optimizer, build_scheduler

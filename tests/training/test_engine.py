@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from sslkit.config import ConfigError, load_config
 from sslkit.training import engine as T
 from sslkit.training.augment import eval_transform
-from sslkit.config import ConfigError, load_config
 
 
 @pytest.fixture(scope="module")
