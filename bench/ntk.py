@@ -40,13 +40,18 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sslkit.theory.ntk import (activation_bytes_per_sample, chunk_size_for_budget, empirical_ntk,
-                        estimate_peak_bytes, n_parameters, plan_chunks)
+from sslkit.theory.ntk import (
+    activation_bytes_per_sample,
+    chunk_size_for_budget,
+    empirical_ntk,
+    estimate_peak_bytes,
+    n_parameters,
+    plan_chunks,
+)
 
 
 class Block(nn.Module):
@@ -160,7 +165,7 @@ def performed_flops(N: int, rows: int, P: int, f_fwd: int, jac_samples: int) -> 
 
 
 def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, chunk: int,

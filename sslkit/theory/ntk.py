@@ -8,18 +8,22 @@ For a network with d outputs f_1..f_d, the scalarised eNTK is
 bias, grad_W g = (1/d) 1 x^T and K(x, x') = d * (1/d^2) * d * x^T x' = x^T x' exactly; a bias b
 adds d * (1/d^2) * d = 1.
 
-Computation (``empirical_ntk``): per-sample Jacobians (one row of P entries per point) are
-computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``) for ``chunk_size``
-points at a time, and kernel blocks K_ab = d J_a J_b^T are accumulated parameter tensor by
-parameter tensor (float32 products, float64 sum). The points are cut into row panels of
-``row_chunk_size`` (default: ``chunk_size``); for each panel its Jacobians are held while the
-column chunks after it stream past, so only blocks b >= a are computed (K is symmetric) and at
-most (row_chunk_size + 2 chunk_size) x P floats of Jacobian exist at any time (the column chunk
-plus vmap's temporaries): memory is bounded by the chunk sizes, never by N x P. The price is recomputation: column chunks are differentiated
-again for every panel before them, about N^2 / (2 row_chunk_size) extra per-sample Jacobians, so
-a large row panel (``plan_chunks`` gives it the memory budget) and a small column chunk is the
-efficient shape. The column loop runs backwards so that its last chunk, the next panel's first
-points, is reused rather than recomputed.
+Computation (``empirical_ntk``): per-point Jacobians (one row of P_g entries per point and
+parameter group) are computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``),
+``chunk_size`` points per call, and written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
+contracted in float32 GEMMs of at most 256 rows x 4096 parameter columns, summed in float64; the
+symmetric product J J^T is cut by recursive halving so that only the upper triangle is computed
+(n^2 P (1 + 128 / n) FLOPs in large GEMMs) and mirrored at the end.
+
+The plan (``plan_ntk``, from a memory budget) keeps the whole N x P Jacobian when it fits, so every
+Jacobian row is computed exactly once. Otherwise the parameters are split into groups of whole
+tensors whose N x P_g Jacobians fit (one forward + backward per group and point; a deep group's
+backward is short), or the points are cut into row panels: a panel's Jacobians are held while
+the column chunks after it stream past (recomputed for every panel before them, about
+N^2 / (2 R) extra rows; the column loop runs backwards so that its last chunk, the next panel's
+first points, is reused). The cost model counts per-point passes in FLOPs (``pass_flops``) plus a
+fixed cost per ``vmap`` call. Explicit ``chunk_size`` / ``row_chunk_size`` give the one-group plan
+with those sizes (``plan_chunks`` sizes them for a budget).
 
 The network is evaluated in eval mode (BatchNorm uses its running statistics, dropout is off);
 the module itself is not modified (its parameters are passed functionally, its training flags are
@@ -32,8 +36,8 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -121,7 +125,7 @@ class PeakMemory:
         except OSError:
             return None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -166,6 +170,53 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Forward FLOPs F of one point and, per trainable parameter, the backward FLOPs of a Jacobian pass
+    that differentiates only the group starting there (``plan_ntk``'s cost model).
+
+    Leaf modules are timed in FLOPs (``torch.utils.flop_counter``) in their forward call order. A pass
+    for a parameter group costs F (forward) + the FLOPs of every leaf from the group's first one on
+    (gradients w.r.t. activations) + the FLOPs of the group's own leaves (weight gradients): 3 F for
+    all parameters, less for groups deep in the network. Returns (F, {name: position-independent
+    backward FLOPs from that parameter's leaf on}) as (F, {name: (from_here, own)}).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    order: list[tuple[str, int]] = []
+    marks: dict[str, int] = {}
+    with FlopCounterMode(display=False) as fc:
+        def pre(name):
+            return lambda _m, _i: marks.__setitem__(name, fc.get_total_flops())
+
+        def post(name):
+            return lambda _m, _i, _o: order.append((name, fc.get_total_flops() - marks[name]))
+
+        hs = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
+        hs += [m.register_forward_hook(post(n)) for n, m in leaves]
+        try:
+            with torch.no_grad(), _eval_mode(model):
+                p = next(model.parameters())
+                model(example[:1].to(device=p.device, dtype=p.dtype))
+        finally:
+            for h in hs:
+                h.remove()
+        total = int(fc.get_total_flops())
+    first = {}
+    for i, (n, _) in enumerate(order):
+        first.setdefault(n, i)
+    suffix = np.cumsum([f for _, f in order][::-1])[::-1].tolist() + [0]
+    own = dict(order)
+    out = {}
+    for k, v in model.named_parameters():
+        if not v.requires_grad:
+            continue
+        mod = k.rsplit(".", 1)[0] if "." in k else ""
+        i = first.get(mod, 0)  # a parameter not owned by a called leaf: the whole backward
+        out[k] = (int(suffix[i]), int(own.get(mod, total)))
+    return total, out
 
 
 def estimate_peak_bytes(n_params: int, act_bytes: int, chunk_size: int, row_chunk_size: int | None = None,
@@ -213,6 +264,10 @@ def _chunks(n: int, size: int) -> list[slice]:
 # contraction blocking: rows of a symmetric block product, parameter columns per float32 GEMM
 _ROW_BLOCK = 256
 _COL_BLOCK = 4096
+_GRAM_LEAF = 128
+# plan_ntk: fixed cost of one vmap(jacrev) call in FLOP equivalents (fitted to the digits ResNet on one CPU
+# thread: 1.5 ms per point at chunk 32 against 0.4 ms at chunk 512, with 3 F = 0.84 MFLOP per point)
+_CALL_OVERHEAD_FLOPS = 5e7
 
 
 def contraction_temp_bytes(n_cols: int) -> int:
@@ -268,7 +323,7 @@ def estimate_plan_bytes(group_sizes, row_panels, chunk_size: int, act_bytes: int
     base = n_points * n2 * 8 + contraction_temp_bytes(n2)
     c = min(int(chunk_size), max(n_points, n2))
     worst = 0
-    for pg, r in zip(group_sizes, row_panels):
+    for pg, r in zip(group_sizes, row_panels, strict=True):
         worst = max(worst, min(r, n_points) * pg * 4 + 2 * c * pg * 4)
     return int(base + worst + act_factor * c * act_bytes)
 
@@ -301,9 +356,18 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
     def fits(sizes, rows, c):
         return estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor) <= budget_bytes
 
-    def cost(sizes, rows, c):
-        samples = sum(_panel_samples(N, r, c, symmetric, n_points2) for r in rows)
-        return samples * (1 + 64 / c), samples
+    F, back = pass_flops(model, example)
+    F = max(F, 1)
+
+    def cost(groups, rows, c):
+        """(modelled cost in full-pass units, points differentiated)."""
+        samples, total = 0, 0.0
+        for names, r in zip(groups, rows, strict=True):
+            n = _panel_samples(N, r, c, symmetric, n_points2)
+            w = (F + max(back[k][0] for k in names) + sum(back[k][1] for k in names)) / (3 * F)
+            samples += n
+            total += n * w
+        return total * (1 + _CALL_OVERHEAD_FLOPS / (3 * F * c)), samples
 
     def max_rows(pg, c):
         """Largest row panel for a group of pg parameters at chunk c (0: not even one row)."""
@@ -316,7 +380,8 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
         r = max_rows(P, c)
         if r >= max(c, 1):
             rows = [min(r, N)]
-            cands.append((cost([P], rows, c), [tuple(k for k, _ in named)], [P], rows, c))
+            names = [tuple(k for k, _ in named)]
+            cands.append((cost(names, rows, c), names, [P], rows, c))
         # (2): greedy consecutive groups of whole tensors
         cap = None
         lo, hi = 1, P
@@ -339,7 +404,7 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
         groups.append(tuple(cur)), sizes.append(cur_n)
         rows = [min(max_rows(s, c), N) for s in sizes]
         if len(groups) > 1 and all(r >= c for r in rows):
-            cands.append((cost(sizes, rows, c), groups, sizes, rows, c))
+            cands.append((cost(groups, rows, c), groups, sizes, rows, c))
     if not cands:
         raise MemoryError(f"no eNTK plan fits in {budget_bytes / 2**20:.1f} MiB (N = {N}, P = {P}: the kernel "
                           f"alone takes {N * (N if symmetric else n_points2) * 8 / 2**20:.1f} MiB)")
@@ -350,19 +415,30 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
 
 
 def _add_product(K: torch.Tensor, A: torch.Tensor, B: torch.Tensor, counter: list) -> None:
-    """K (float64 view) += A B^T: float32 GEMMs over ``_COL_BLOCK`` parameter columns, summed in float64."""
-    for k0 in range(0, A.shape[1], _COL_BLOCK):
-        K += torch.mm(A[:, k0:k0 + _COL_BLOCK], B[:, k0:k0 + _COL_BLOCK].T)
+    """K (float64 view) += A B^T: float32 GEMMs of at most ``_ROW_BLOCK`` rows x ``_COL_BLOCK`` parameter
+    columns (bounded temporaries), summed in float64."""
+    for i0 in range(0, A.shape[0], _ROW_BLOCK):
+        Ki, Ai = K[i0:i0 + _ROW_BLOCK], A[i0:i0 + _ROW_BLOCK]
+        for k0 in range(0, A.shape[1], _COL_BLOCK):
+            Ki += torch.mm(Ai[:, k0:k0 + _COL_BLOCK], B[:, k0:k0 + _COL_BLOCK].T)
     counter[0] += 2 * A.shape[0] * B.shape[0] * A.shape[1]
 
 
 def _add_gram_upper(K: torch.Tensor, J: torch.Tensor, counter: list) -> None:
-    """Upper block triangle of K (n x n float64) += J J^T, row blocks of ``_ROW_BLOCK``: block row i
-    is one GEMM against rows i.. (about n^2 P (1 + block / n) FLOPs instead of 2 n^2 P)."""
+    """Upper triangle of K (n x n float64) += J J^T (the lower triangle gets garbage or nothing).
+
+    Recursive halving: K = [[A, B], [., C]] with B = J_1 J_2^T one product and A, C recursed, down
+    to diagonal blocks of <= ``_GRAM_LEAF`` rows done as full products: n^2 P (1 + leaf / n) FLOPs
+    in large GEMMs instead of 2 n^2 P.
+    """
     n = J.shape[0]
-    for i0 in range(0, n, _ROW_BLOCK):
-        i1 = min(i0 + _ROW_BLOCK, n)
-        _add_product(K[i0:i1, i0:], J[i0:i1], J[i0:], counter)
+    if n <= _GRAM_LEAF:
+        _add_product(K, J, J, counter)
+        return
+    h = (n + 1) // 2
+    _add_gram_upper(K[:h, :h], J[:h], counter)
+    _add_product(K[:h, h:], J[:h], J[h:], counter)
+    _add_gram_upper(K[h:, h:], J[h:], counter)
 
 
 def _mirror_upper(K: torch.Tensor) -> None:
@@ -373,6 +449,108 @@ def _mirror_upper(K: torch.Tensor) -> None:
         blk = K[i0:i1, i0:i1]
         blk.copy_(torch.triu(blk) + torch.triu(blk, 1).T)
         K[i1:, i0:i1] = K[i0:i1, i1:].T
+
+
+class _Engine:
+    """Jacobians of parameter groups (``vmap(jacrev)`` in chunks, written into J_g) and their contraction."""
+
+    def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict):
+        self.model, self.device, self.dtype, self.out_fn = model, device, dtype, out_fn
+        self.chunk_size, self.timing = chunk_size, timing
+        self.params, self.frozen, self.buffers = _state(model, device, dtype)
+        self.n_params = sum(v.numel() for v in self.params.values())
+        self._sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        self.d: int | None = None
+
+    def forward(self, dicts, xs):
+        return self.out_fn(functional_call(self.model, dicts, (xs,)))
+
+    def set_d(self, x1: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.d = int(self.forward((self.params, self.frozen, self.buffers), x1).reshape(1, -1).shape[1])
+
+    def group(self, names: tuple[str, ...]):
+        """(fill, P_g): fill(xs, out) writes the per-point Jacobians w.r.t. the group into the rows of
+        ``out`` (len(xs) x P_g, columns in the group's parameter order)."""
+        pg = {k: self.params[k] for k in names}
+        rest = {k: v for k, v in self.params.items() if k not in pg}
+        frozen, buffers = self.frozen, self.buffers
+
+        def g(p, xi):
+            return self.forward((p, rest, frozen, buffers), xi.unsqueeze(0)).reshape(-1).mean()
+
+        per_sample = vmap(jacrev(g), in_dims=(None, 0))
+        offsets, o = [], 0
+        for k in names:
+            offsets.append((k, o, o + pg[k].numel()))
+            o += pg[k].numel()
+        timing = self.timing
+
+        def fill(xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            for s in _chunks(len(xs), self.chunk_size):
+                self._sync()
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    Jc = per_sample(pg, xs[s])
+                for k, a, b in offsets:
+                    out[s, a:b] = Jc[k].reshape(s.stop - s.start, -1)
+                del Jc
+                self._sync()
+                timing["jac"] += time.perf_counter() - t0
+                timing["jac_chunks"] += 1
+                timing["jac_samples"] += s.stop - s.start
+            return out
+
+        return fill, o
+
+    def contract(self, fn, *args) -> None:
+        self._sync()
+        t0 = time.perf_counter()
+        fn(*args, self.timing["flops"])
+        self._sync()
+        self.timing["con"] += time.perf_counter() - t0
+
+    def _new(self, n: int, p: int) -> torch.Tensor:
+        return torch.empty((n, p), dtype=self.dtype, device=self.device)
+
+    def cross(self, K, names, xa, xb, rows: int) -> None:
+        """K (N x N2) += J_g(xa) J_g(xb)^T: row panels of xa held, chunks of xb streamed."""
+        fill, p = self.group(names)
+        panels = _chunks(len(xa), max(min(rows, len(xa)), 1))
+        self.timing["n_panels"] += len(panels)
+        for si in panels:
+            Ja = fill(xa[si], self._new(si.stop - si.start, p))
+            for sj in _chunks(len(xb), self.chunk_size):
+                self.contract(_add_product, K[si, sj], Ja, fill(xb[sj], self._new(sj.stop - sj.start, p)))
+            del Ja
+
+    def symmetric(self, K, names, xa, rows: int) -> None:
+        """Upper triangle of K (N x N) += J_g J_g^T: the whole J_g when rows >= N, else row panels with
+        the later points streamed in chunks (the first chunk after a panel carried into the next)."""
+        fill, p = self.group(names)
+        N = len(xa)
+        panels = _chunks(N, max(min(rows, N), 1))
+        self.timing["n_panels"] += len(panels)
+        carry = None
+        for si in panels:
+            Ja = self._new(si.stop - si.start, p)
+            done = 0
+            if carry is not None:
+                done = len(carry)
+                Ja[:done] = carry
+                carry = None
+            if done < len(Ja):
+                fill(xa[si.start + done:si.stop], Ja[done:])
+            self.contract(_add_gram_upper, K[si, si], Ja)
+            # backwards, so that the last column chunk (the next panel's first points) is kept
+            for c in reversed(_chunks(N - si.stop, self.chunk_size)):
+                sj = slice(si.stop + c.start, si.stop + c.stop)
+                Jb = fill(xa[sj], self._new(sj.stop - sj.start, p))
+                self.contract(_add_product, K[si, sj], Ja, Jb)
+                if c.start == 0:
+                    carry = Jb
+                del Jb
+            del Ja
 
 
 def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
@@ -419,7 +597,8 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
     xa = _as_tensor(x, device, dtype, "x")
     xb = None if x2 is None else _as_tensor(x2, device, dtype, "x2")
     if xb is not None and xb.shape[1:] != xa.shape[1:]:
-        raise ValueError(f"x and x2 must have the same point shape, got {tuple(xa.shape[1:])} and {tuple(xb.shape[1:])}")
+        raise ValueError(f"x and x2 must have the same point shape, got {tuple(xa.shape[1:])} and "
+                         f"{tuple(xb.shape[1:])}")
     out_fn = output_fn or (lambda o: o)
     t_start = time.perf_counter()
     N, N2 = len(xa), None if xb is None else len(xb)
@@ -433,104 +612,28 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         plan = NTKPlan(groups=[names], group_sizes=[P_all], row_panels=[row_chunk_size], chunk_size=c,
                        estimated_peak_bytes=estimate_plan_bytes([P_all], [row_chunk_size], c, act, N, N2),
                        jacobian_passes=_panel_samples(N, row_chunk_size, chunk_size, xb is None, N2))
-    chunk_size = plan.chunk_size
-    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0}
-    flops = [0]
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
+    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0]}
     with _eval_mode(model):
-        params, frozen, buffers = _state(model, device, dtype)
-        P = sum(v.numel() for v in params.values())
-
-        def forward(p, xs):
-            return out_fn(functional_call(model, p, (xs,)))
-
-        with torch.no_grad():
-            d = int(forward((params, frozen, buffers), xa[:1]).reshape(1, -1).shape[1])
-
-        def group_jacobian(names: tuple[str, ...]):
-            """fill(xs, out): per-point Jacobians w.r.t. the group's parameters, chunk by chunk,
-            written into the rows of ``out`` (n x P_g, columns in the group's parameter order)."""
-            pg = {k: params[k] for k in names}
-            rest = {k: v for k, v in params.items() if k not in pg}
-
-            def g(p, xi):
-                return forward((p, rest, frozen, buffers), xi.unsqueeze(0)).reshape(-1).mean()
-
-            per_sample = vmap(jacrev(g), in_dims=(None, 0))
-            offsets, o = [], 0
-            for k in names:
-                offsets.append((k, o, o + pg[k].numel()))
-                o += pg[k].numel()
-
-            def fill(xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-                for s in _chunks(len(xs), chunk_size):
-                    sync()
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        Jc = per_sample(pg, xs[s])
-                    for k, a, b in offsets:
-                        out[s, a:b] = Jc[k].reshape(s.stop - s.start, -1)
-                    del Jc
-                    sync()
-                    timing["jac"] += time.perf_counter() - t0
-                    timing["jac_chunks"] += 1
-                    timing["jac_samples"] += s.stop - s.start
-                return out
-
-            return fill, o
-
-        def contract(fn, *args):
-            sync()
-            t0 = time.perf_counter()
-            fn(*args, flops)
-            sync()
-            timing["con"] += time.perf_counter() - t0
-
+        eng = _Engine(model, device, dtype, out_fn, plan.chunk_size, timing)
+        eng.set_d(xa[:1])
         peak = PeakMemory(device) if measure_memory else contextlib.nullcontext()
         with peak:
             K = torch.zeros((N, N if xb is None else N2), dtype=torch.float64, device=device)
-            for names, rows in zip(plan.groups, plan.row_panels):
-                fill, pg_n = group_jacobian(names)
-                new = lambda n: torch.empty((n, pg_n), dtype=dtype, device=device)  # noqa: E731
-                panels = _chunks(N, max(min(rows, N), 1))
-                timing["n_panels"] += len(panels)
-                if xb is not None:
-                    for si in panels:
-                        Ja = fill(xa[si], new(si.stop - si.start))
-                        for sj in _chunks(N2, chunk_size):
-                            contract(_add_product, K[si, sj], Ja, fill(xb[sj], new(sj.stop - sj.start)))
-                        del Ja
-                    continue
-                carry = None
-                for si in panels:
-                    Ja = new(si.stop - si.start)
-                    done = 0
-                    if carry is not None:
-                        done = len(carry)
-                        Ja[:done] = carry
-                        carry = None
-                    if done < len(Ja):
-                        fill(xa[si.start + done:si.stop], Ja[done:])
-                    contract(_add_gram_upper, K[si, si], Ja)
-                    # backwards, so that the last column chunk (the next panel's first points) is kept
-                    for c in reversed(_chunks(N - si.stop, chunk_size)):
-                        sj = slice(si.stop + c.start, si.stop + c.stop)
-                        Jb = fill(xa[sj], new(sj.stop - sj.start))
-                        contract(_add_product, K[si, sj], Ja, Jb)
-                        if c.start == 0:
-                            carry = Jb
-                        del Jb
-                    del Ja
+            for names, rows in zip(plan.groups, plan.row_panels, strict=True):
+                if xb is None:
+                    eng.symmetric(K, names, xa, rows)
+                else:
+                    eng.cross(K, names, xa, xb, rows)
             if xb is None:
                 _mirror_upper(K)
-            K.mul_(d)
+            K.mul_(eng.d)
             K = K.cpu().numpy()
+    chunk_size, P, d = plan.chunk_size, eng.n_params, eng.d
     stats = {
         "time_s": time.perf_counter() - t_start,
         "jacobian_time_s": timing["jac"],
         "contraction_time_s": timing["con"],
-        "contraction_flops": float(flops[0]),
+        "contraction_flops": float(timing["flops"][0]),
         "n_points": N,
         "n_points2": N2,
         "n_params": P,
