@@ -40,13 +40,19 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sslkit.theory.ntk import (activation_bytes_per_sample, chunk_size_for_budget, empirical_ntk,
-                        estimate_peak_bytes, n_parameters, plan_chunks)
+from sslkit.theory.ntk import (
+    activation_bytes_per_sample,
+    chunk_size_for_budget,
+    empirical_ntk,
+    estimate_peak_bytes,
+    n_parameters,
+    plan_chunks,
+    plan_ntk,
+)
 
 
 class Block(nn.Module):
@@ -160,27 +166,32 @@ def performed_flops(N: int, rows: int, P: int, f_fwd: int, jac_samples: int) -> 
 
 
 def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, chunk: int,
+def run(model: nn.Module, x: torch.Tensor, device: torch.device, budget: int, chunk: int | None,
         symmetric: bool) -> dict:
     P = n_parameters(model)
     N = len(x)
     act = activation_bytes_per_sample(model, x)
+    plan = None
     if symmetric:
         c = rows = chunk_size_for_budget(model, x, budget)
-    else:
+    elif chunk is not None:
         c, rows = plan_chunks(model, x, budget, chunk_size=chunk)
+    else:  # plan_ntk: whole Jacobian, parameter groups or row panels, from the budget
+        plan = plan_ntk(model, x[:1], budget, N)
+        c, rows = plan.chunk_size, min(plan.row_panels)
     c, rows = min(c, N), min(rows, N)
     f_fwd = forward_flops(model, x)
     peak_rate = matmul_rate(device)
     step = train_step_time(model, x[:c], device)
     w0, c0 = time.perf_counter(), time.process_time()
-    res = empirical_ntk(model.to(device), x, chunk_size=c, row_chunk_size=rows, device=device)
+    res = empirical_ntk(model.to(device), x, chunk_size=c, row_chunk_size=rows, plan=plan, device=device)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     st = res.stats
     jac_f, con_f = performed_flops(N, rows, P, f_fwd, st["jacobian_samples"])
+    con_f = st.get("contraction_flops", con_f)  # counted by the engine (groups, symmetric blocks)
     bound = 3.0 * N * f_fwd + float(N) ** 2 * P
     return {
         "device": str(device), "N": N, "P": P, "chunk_size": c, "row_chunk_size": rows,
@@ -240,8 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-gpu", type=int, default=2000, help="number of points N on a GPU")
     ap.add_argument("--budget-mb", type=float, default=128, help="memory budget that sets the chunk sizes (CPU)")
     ap.add_argument("--budget-gpu-mb", type=float, default=16384)
-    ap.add_argument("--chunk", type=int, default=8,
-                    help="vmap chunk (column chunk); the row panel gets the rest of the budget")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="vmap chunk (column chunk) with plan_chunks' row panel (the plan before issue 18, "
+                         "e.g. 8); default: plan_ntk picks the blocks from the budget")
     ap.add_argument("--symmetric", action="store_true",
                     help="row panel = chunk, both sized from the budget (the simple scheme)")
     ap.add_argument("--threads", type=int, default=1)
@@ -277,6 +289,10 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
+    if results:
+        dev, r = next(iter(results.items()))
+        print(f"ntk: {r['time_over_bound']:.2f} (x FLOP bound, {args.model} N = {r['N']} on {dev}, "
+              f"budget {r['budget_bytes'] / 2**20:.0f} MiB)")
     return 0
 
 

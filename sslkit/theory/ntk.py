@@ -8,18 +8,22 @@ For a network with d outputs f_1..f_d, the scalarised eNTK is
 bias, grad_W g = (1/d) 1 x^T and K(x, x') = d * (1/d^2) * d * x^T x' = x^T x' exactly; a bias b
 adds d * (1/d^2) * d = 1.
 
-Computation (``empirical_ntk``): per-sample Jacobians (one row of P entries per point) are
-computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``) for ``chunk_size``
-points at a time, and kernel blocks K_ab = d J_a J_b^T are accumulated parameter tensor by
-parameter tensor (float32 products, float64 sum). The points are cut into row panels of
-``row_chunk_size`` (default: ``chunk_size``); for each panel its Jacobians are held while the
-column chunks after it stream past, so only blocks b >= a are computed (K is symmetric) and at
-most (row_chunk_size + 2 chunk_size) x P floats of Jacobian exist at any time (the column chunk
-plus vmap's temporaries): memory is bounded by the chunk sizes, never by N x P. The price is recomputation: column chunks are differentiated
-again for every panel before them, about N^2 / (2 row_chunk_size) extra per-sample Jacobians, so
-a large row panel (``plan_chunks`` gives it the memory budget) and a small column chunk is the
-efficient shape. The column loop runs backwards so that its last chunk, the next panel's first
-points, is reused rather than recomputed.
+Computation (``empirical_ntk``): per-point Jacobians (one row of P_g entries per point and
+parameter group) are computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``),
+``chunk_size`` points per call, and written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
+contracted in float32 GEMMs of at most 256 rows x 4096 parameter columns, summed in float64; the
+symmetric product J J^T is cut by recursive halving so that only the upper triangle is computed
+(n^2 P (1 + 128 / n) FLOPs in large GEMMs) and mirrored at the end.
+
+The plan (``plan_ntk``, from a memory budget) keeps the whole N x P Jacobian when it fits, so every
+Jacobian row is computed exactly once. Otherwise the parameters are split into groups of whole
+tensors whose N x P_g Jacobians fit (one forward + backward per group and point; a deep group's
+backward is short), or the points are cut into row panels: a panel's Jacobians are held while
+the column chunks after it stream past (recomputed for every panel before them, about
+N^2 / (2 R) extra rows; the column loop runs backwards so that its last chunk, the next panel's
+first points, is reused). The cost model counts per-point passes in FLOPs (``pass_flops``) plus a
+fixed cost per ``vmap`` call. Explicit ``chunk_size`` / ``row_chunk_size`` give the one-group plan
+with those sizes (``plan_chunks`` sizes them for a budget).
 
 The network is evaluated in eval mode (BatchNorm uses its running statistics, dropout is off);
 the module itself is not modified (its parameters are passed functionally, its training flags are
@@ -32,8 +36,8 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,7 +45,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 __all__ = ["NTKResult", "empirical_ntk", "n_parameters", "activation_bytes_per_sample",
-           "estimate_peak_bytes", "plan_chunks", "chunk_size_for_budget", "PeakMemory"]
+           "estimate_peak_bytes", "plan_chunks", "chunk_size_for_budget", "PeakMemory", "NTKPlan", "plan_ntk",
+           "estimate_plan_bytes", "contraction_temp_bytes"]
 
 
 @dataclass
@@ -120,7 +125,7 @@ class PeakMemory:
         except OSError:
             return None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -167,6 +172,53 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
     return total
 
 
+def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Forward FLOPs F of one point and, per trainable parameter, the backward FLOPs of a Jacobian pass
+    that differentiates only the group starting there (``plan_ntk``'s cost model).
+
+    Leaf modules are timed in FLOPs (``torch.utils.flop_counter``) in their forward call order. A pass
+    for a parameter group costs F (forward) + the FLOPs of every leaf from the group's first one on
+    (gradients w.r.t. activations) + the FLOPs of the group's own leaves (weight gradients): 3 F for
+    all parameters, less for groups deep in the network. Returns (F, {name: position-independent
+    backward FLOPs from that parameter's leaf on}) as (F, {name: (from_here, own)}).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    order: list[tuple[str, int]] = []
+    marks: dict[str, int] = {}
+    with FlopCounterMode(display=False) as fc:
+        def pre(name):
+            return lambda _m, _i: marks.__setitem__(name, fc.get_total_flops())
+
+        def post(name):
+            return lambda _m, _i, _o: order.append((name, fc.get_total_flops() - marks[name]))
+
+        hs = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
+        hs += [m.register_forward_hook(post(n)) for n, m in leaves]
+        try:
+            with torch.no_grad(), _eval_mode(model):
+                p = next(model.parameters())
+                model(example[:1].to(device=p.device, dtype=p.dtype))
+        finally:
+            for h in hs:
+                h.remove()
+        total = int(fc.get_total_flops())
+    first = {}
+    for i, (n, _) in enumerate(order):
+        first.setdefault(n, i)
+    suffix = np.cumsum([f for _, f in order][::-1])[::-1].tolist() + [0]
+    own = dict(order)
+    out = {}
+    for k, v in model.named_parameters():
+        if not v.requires_grad:
+            continue
+        mod = k.rsplit(".", 1)[0] if "." in k else ""
+        i = first.get(mod, 0)  # a parameter not owned by a called leaf: the whole backward
+        out[k] = (int(suffix[i]), int(own.get(mod, total)))
+    return total, out
+
+
 def estimate_peak_bytes(n_params: int, act_bytes: int, chunk_size: int, row_chunk_size: int | None = None,
                         act_factor: float = 4.0) -> int:
     """Model of the peak memory of ``empirical_ntk`` above the start (float32).
@@ -209,8 +261,301 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+# contraction blocking: rows of a symmetric block product, parameter columns per float32 GEMM
+_ROW_BLOCK = 256
+_COL_BLOCK = 4096
+_GRAM_LEAF = 128
+# plan_ntk: fixed cost of one vmap(jacrev) call in FLOP equivalents (fitted to the digits ResNet on one CPU
+# thread: 1.5 ms per point at chunk 32 against 0.4 ms at chunk 512, with 3 F = 0.84 MFLOP per point)
+_CALL_OVERHEAD_FLOPS = 5e7
+
+
+def contraction_temp_bytes(n_cols: int) -> int:
+    """Working memory of the contraction: a float32 GEMM result of ``_ROW_BLOCK`` rows (and its float64 cast)."""
+    return 3 * _ROW_BLOCK * int(n_cols) * 4
+
+
+@dataclass
+class NTKPlan:
+    """How ``empirical_ntk`` cuts the work (``plan_ntk``).
+
+    Attributes:
+        groups: parameter names per group (whole tensors, in registration order). The Jacobian of
+            each group is computed separately (one forward + backward pass per group and point) and
+            K = sum_g d J_g J_g^T is accumulated in float64.
+        row_panels: points per row panel for each group; ``>= N`` means the group's whole Jacobian
+            (N x P_g) is held and every Jacobian row is computed exactly once.
+        chunk_size: points per ``vmap(jacrev)`` call (and per streamed column chunk).
+        estimated_peak_bytes: memory model of the plan (``estimate_plan_bytes``).
+        jacobian_passes: per-point Jacobian passes the plan performs (sum over groups of the points
+            differentiated; 1 x N when everything fits).
+        budget_bytes: the budget the plan was made for (None: explicit chunk sizes).
+    """
+
+    groups: list[tuple[str, ...]]
+    group_sizes: list[int]
+    row_panels: list[int]
+    chunk_size: int
+    estimated_peak_bytes: int
+    jacobian_passes: int
+    budget_bytes: int | None = None
+
+
+def _panel_samples(n: int, rows: int, chunk: int, symmetric: bool = True, n2: int | None = None) -> int:
+    """Per-point Jacobians the row-panel scheme computes (column chunks recomputed per panel, the
+    first chunk after a panel reused as the next panel's start)."""
+    if not symmetric:
+        return n + len(_chunks(n, rows)) * int(n2)
+    rows = min(rows, n)
+    panels = _chunks(n, rows)
+    return n + sum(n - p.stop for p in panels) - sum(min(chunk, n - p.stop) for p in panels[:-1])
+
+
+def estimate_plan_bytes(group_sizes, row_panels, chunk_size: int, act_bytes: int, n_points: int,
+                        n_points2: int | None = None, act_factor: float = 4.0) -> int:
+    """Peak memory model of a plan (float32 Jacobians, float64 K), the largest over its groups:
+
+    K (N x N2 float64) + the contraction temporaries + the group's row panel (R x P_g x 4) + one
+    chunk's Jacobian twice (2 c P_g 4: the result and vmap's per-sample weight-gradient temporaries)
+    + ``act_factor`` x the chunk's forward activations.
+    """
+    n2 = n_points if n_points2 is None else n_points2
+    base = n_points * n2 * 8 + contraction_temp_bytes(n2)
+    c = min(int(chunk_size), max(n_points, n2))
+    worst = 0
+    for pg, r in zip(group_sizes, row_panels, strict=True):
+        worst = max(worst, min(r, n_points) * pg * 4 + 2 * c * pg * 4)
+    return int(base + worst + act_factor * c * act_bytes)
+
+
+def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_points: int,
+             n_points2: int | None = None, *, max_chunk: int = 512, min_chunk: int = 8,
+             act_factor: float = 4.0) -> NTKPlan:
+    """Cheapest plan whose ``estimate_plan_bytes`` fits in ``budget_bytes``.
+
+    Candidates: (1) one group, the whole N x P Jacobian held (every Jacobian row computed once, one
+    symmetric blocked product); (2) parameter groups: consecutive parameter tensors packed greedily
+    so that each group's N x P_g Jacobian fits (a tensor too large on its own gets row panels);
+    (3) one group in row panels (the rows of later points recomputed per panel). Cost model, in
+    per-point passes: sum over groups of the points differentiated x (1 + 64 / chunk), a pass
+    counted as a full forward + backward (an upper bound for a group's pass) and 64 / chunk the
+    per-call overhead of ``vmap`` (measured: ~4x per point at chunk 32 vs 512 on the digits ResNet).
+    Within a candidate the chunk is the largest power of two <= ``max_chunk`` that fits.
+    """
+    named = [(k, v.numel()) for k, v in model.named_parameters() if v.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters (requires_grad=False everywhere)")
+    act = activation_bytes_per_sample(model, example)
+    N = int(n_points)
+    symmetric = n_points2 is None
+    n_all = N if symmetric else max(N, int(n_points2))
+    P = sum(n for _, n in named)
+    chunks = [c for c in (2 ** k for k in range(20)) if min_chunk <= c <= max_chunk]
+    chunks = sorted({min(c, n_all) for c in chunks} | {max(min(min_chunk, n_all), 1)}, reverse=True)
+
+    def fits(sizes, rows, c):
+        return estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor) <= budget_bytes
+
+    F, back = pass_flops(model, example)
+    F = max(F, 1)
+
+    def cost(groups, rows, c):
+        """(modelled cost in full-pass units, points differentiated)."""
+        samples, total = 0, 0.0
+        for names, r in zip(groups, rows, strict=True):
+            n = _panel_samples(N, r, c, symmetric, n_points2)
+            w = (F + max(back[k][0] for k in names) + sum(back[k][1] for k in names)) / (3 * F)
+            samples += n
+            total += n * w
+        return total * (1 + _CALL_OVERHEAD_FLOPS / (3 * F * c)), samples
+
+    def max_rows(pg, c):
+        """Largest row panel for a group of pg parameters at chunk c (0: not even one row)."""
+        spare = budget_bytes - estimate_plan_bytes([pg], [0], c, act, N, n_points2, act_factor)
+        return int(spare // (pg * 4)) if spare > 0 else 0
+
+    cands = []
+    for c in chunks:
+        # (1) / (3): all parameters in one group
+        r = max_rows(P, c)
+        if r >= max(c, 1):
+            rows = [min(r, N)]
+            names = [tuple(k for k, _ in named)]
+            cands.append((cost(names, rows, c), names, [P], rows, c))
+        # (2): greedy consecutive groups of whole tensors
+        cap = None
+        lo, hi = 1, P
+        while lo < hi:  # largest group size whose whole Jacobian fits
+            mid = (lo + hi + 1) // 2
+            if max_rows(mid, c) >= N:
+                lo = mid
+            else:
+                hi = mid - 1
+        cap = lo if max_rows(lo, c) >= N else 0
+        if cap == 0:
+            continue
+        groups, sizes, cur, cur_n = [], [], [], 0
+        for k, n in named:
+            if cur and cur_n + n > cap:
+                groups.append(tuple(cur)), sizes.append(cur_n)
+                cur, cur_n = [], 0
+            cur.append(k)
+            cur_n += n
+        groups.append(tuple(cur)), sizes.append(cur_n)
+        rows = [min(max_rows(s, c), N) for s in sizes]
+        if len(groups) > 1 and all(r >= c for r in rows):
+            cands.append((cost(groups, rows, c), groups, sizes, rows, c))
+    if not cands:
+        raise MemoryError(f"no eNTK plan fits in {budget_bytes / 2**20:.1f} MiB (N = {N}, P = {P}: the kernel "
+                          f"alone takes {N * (N if symmetric else n_points2) * 8 / 2**20:.1f} MiB)")
+    ((_, samples), groups, sizes, rows, c) = min(cands, key=lambda t: (t[0][0], len(t[1])))
+    return NTKPlan(groups=groups, group_sizes=sizes, row_panels=rows, chunk_size=c,
+                   estimated_peak_bytes=estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor),
+                   jacobian_passes=samples, budget_bytes=int(budget_bytes))
+
+
+def _add_product(K: torch.Tensor, A: torch.Tensor, B: torch.Tensor, counter: list) -> None:
+    """K (float64 view) += A B^T: float32 GEMMs of at most ``_ROW_BLOCK`` rows x ``_COL_BLOCK`` parameter
+    columns (bounded temporaries), summed in float64."""
+    for i0 in range(0, A.shape[0], _ROW_BLOCK):
+        Ki, Ai = K[i0:i0 + _ROW_BLOCK], A[i0:i0 + _ROW_BLOCK]
+        for k0 in range(0, A.shape[1], _COL_BLOCK):
+            Ki += torch.mm(Ai[:, k0:k0 + _COL_BLOCK], B[:, k0:k0 + _COL_BLOCK].T)
+    counter[0] += 2 * A.shape[0] * B.shape[0] * A.shape[1]
+
+
+def _add_gram_upper(K: torch.Tensor, J: torch.Tensor, counter: list) -> None:
+    """Upper triangle of K (n x n float64) += J J^T (the lower triangle gets garbage or nothing).
+
+    Recursive halving: K = [[A, B], [., C]] with B = J_1 J_2^T one product and A, C recursed, down
+    to diagonal blocks of <= ``_GRAM_LEAF`` rows done as full products: n^2 P (1 + leaf / n) FLOPs
+    in large GEMMs instead of 2 n^2 P.
+    """
+    n = J.shape[0]
+    if n <= _GRAM_LEAF:
+        _add_product(K, J, J, counter)
+        return
+    h = (n + 1) // 2
+    _add_gram_upper(K[:h, :h], J[:h], counter)
+    _add_product(K[:h, h:], J[:h], J[h:], counter)
+    _add_gram_upper(K[h:, h:], J[h:], counter)
+
+
+def _mirror_upper(K: torch.Tensor) -> None:
+    """Make K symmetric from its upper triangle, in row blocks (no N x N temporary)."""
+    n = K.shape[0]
+    for i0 in range(0, n, _ROW_BLOCK):
+        i1 = min(i0 + _ROW_BLOCK, n)
+        blk = K[i0:i1, i0:i1]
+        blk.copy_(torch.triu(blk) + torch.triu(blk, 1).T)
+        K[i1:, i0:i1] = K[i0:i1, i1:].T
+
+
+class _Engine:
+    """Jacobians of parameter groups (``vmap(jacrev)`` in chunks, written into J_g) and their contraction."""
+
+    def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict):
+        self.model, self.device, self.dtype, self.out_fn = model, device, dtype, out_fn
+        self.chunk_size, self.timing = chunk_size, timing
+        self.params, self.frozen, self.buffers = _state(model, device, dtype)
+        self.n_params = sum(v.numel() for v in self.params.values())
+        self._sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        self.d: int | None = None
+
+    def forward(self, dicts, xs):
+        return self.out_fn(functional_call(self.model, dicts, (xs,)))
+
+    def set_d(self, x1: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.d = int(self.forward((self.params, self.frozen, self.buffers), x1).reshape(1, -1).shape[1])
+
+    def group(self, names: tuple[str, ...]):
+        """(fill, P_g): fill(xs, out) writes the per-point Jacobians w.r.t. the group into the rows of
+        ``out`` (len(xs) x P_g, columns in the group's parameter order)."""
+        pg = {k: self.params[k] for k in names}
+        rest = {k: v for k, v in self.params.items() if k not in pg}
+        frozen, buffers = self.frozen, self.buffers
+
+        def g(p, xi):
+            return self.forward((p, rest, frozen, buffers), xi.unsqueeze(0)).reshape(-1).mean()
+
+        per_sample = vmap(jacrev(g), in_dims=(None, 0))
+        offsets, o = [], 0
+        for k in names:
+            offsets.append((k, o, o + pg[k].numel()))
+            o += pg[k].numel()
+        timing = self.timing
+
+        def fill(xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            for s in _chunks(len(xs), self.chunk_size):
+                self._sync()
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    Jc = per_sample(pg, xs[s])
+                for k, a, b in offsets:
+                    out[s, a:b] = Jc[k].reshape(s.stop - s.start, -1)
+                del Jc
+                self._sync()
+                timing["jac"] += time.perf_counter() - t0
+                timing["jac_chunks"] += 1
+                timing["jac_samples"] += s.stop - s.start
+            return out
+
+        return fill, o
+
+    def contract(self, fn, *args) -> None:
+        self._sync()
+        t0 = time.perf_counter()
+        fn(*args, self.timing["flops"])
+        self._sync()
+        self.timing["con"] += time.perf_counter() - t0
+
+    def _new(self, n: int, p: int) -> torch.Tensor:
+        return torch.empty((n, p), dtype=self.dtype, device=self.device)
+
+    def cross(self, K, names, xa, xb, rows: int) -> None:
+        """K (N x N2) += J_g(xa) J_g(xb)^T: row panels of xa held, chunks of xb streamed."""
+        fill, p = self.group(names)
+        panels = _chunks(len(xa), max(min(rows, len(xa)), 1))
+        self.timing["n_panels"] += len(panels)
+        for si in panels:
+            Ja = fill(xa[si], self._new(si.stop - si.start, p))
+            for sj in _chunks(len(xb), self.chunk_size):
+                self.contract(_add_product, K[si, sj], Ja, fill(xb[sj], self._new(sj.stop - sj.start, p)))
+            del Ja
+
+    def symmetric(self, K, names, xa, rows: int) -> None:
+        """Upper triangle of K (N x N) += J_g J_g^T: the whole J_g when rows >= N, else row panels with
+        the later points streamed in chunks (the first chunk after a panel carried into the next)."""
+        fill, p = self.group(names)
+        N = len(xa)
+        panels = _chunks(N, max(min(rows, N), 1))
+        self.timing["n_panels"] += len(panels)
+        carry = None
+        for si in panels:
+            Ja = self._new(si.stop - si.start, p)
+            done = 0
+            if carry is not None:
+                done = len(carry)
+                Ja[:done] = carry
+                carry = None
+            if done < len(Ja):
+                fill(xa[si.start + done:si.stop], Ja[done:])
+            self.contract(_add_gram_upper, K[si, si], Ja)
+            # backwards, so that the last column chunk (the next panel's first points) is kept
+            for c in reversed(_chunks(N - si.stop, self.chunk_size)):
+                sj = slice(si.stop + c.start, si.stop + c.stop)
+                Jb = fill(xa[sj], self._new(sj.stop - sj.start, p))
+                self.contract(_add_product, K[si, sj], Ja, Jb)
+                if c.start == 0:
+                    carry = Jb
+                del Jb
+            del Ja
+
+
 def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
-                  row_chunk_size: int | None = None, device=None,
+                  row_chunk_size: int | None = None, memory_budget_bytes: int | None = None,
+                  plan: NTKPlan | None = None, device=None,
                   dtype: torch.dtype = torch.float32,
                   output_fn: Callable[[object], torch.Tensor] | None = None,
                   measure_memory: bool = True) -> NTKResult:
@@ -222,11 +567,12 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         x: the N points, ``N x ...`` (tensor or array).
         x2: optional second set ``N2 x ...``: returns the cross kernel K(x, x2) (N x N2) instead.
         chunk_size: points per Jacobian computation (one vmap call; sets the activation memory)
-            and per column chunk.
+            and per column chunk (ignored when ``memory_budget_bytes`` or ``plan`` is given).
         row_chunk_size: points per row panel whose Jacobians are held while the column chunks
-            stream past (default ``chunk_size``). Larger panels mean less recomputation; memory
-            ~ (row_chunk_size + 2 chunk_size) * P * 4 bytes plus one chunk's activations (see
-            ``estimate_peak_bytes``, ``plan_chunks``).
+            stream past (default ``chunk_size``; ``>= N``: the whole Jacobian, each row computed once).
+        memory_budget_bytes: plan the computation for this budget (``plan_ntk``: the whole
+            Jacobian when it fits, else parameter groups or row panels) instead of the chunk sizes.
+        plan: an explicit ``NTKPlan`` (overrides the chunk sizes and the budget).
         device: where to compute (default: the device of the model's first parameter).
         dtype: compute dtype of parameters, inputs and Jacobians (float32; K is summed in float64).
         output_fn: maps the model's output to the ``B x d`` embedding tensor (e.g. pick one
@@ -251,121 +597,59 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
     xa = _as_tensor(x, device, dtype, "x")
     xb = None if x2 is None else _as_tensor(x2, device, dtype, "x2")
     if xb is not None and xb.shape[1:] != xa.shape[1:]:
-        raise ValueError(f"x and x2 must have the same point shape, got {tuple(xa.shape[1:])} and {tuple(xb.shape[1:])}")
+        raise ValueError(f"x and x2 must have the same point shape, got {tuple(xa.shape[1:])} and "
+                         f"{tuple(xb.shape[1:])}")
     out_fn = output_fn or (lambda o: o)
     t_start = time.perf_counter()
-    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0}
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
+    N, N2 = len(xa), None if xb is None else len(xb)
+    act = activation_bytes_per_sample(model, xa)
+    if plan is None and memory_budget_bytes is not None:
+        plan = plan_ntk(model, xa[:1], int(memory_budget_bytes), N, N2)
+    if plan is None:
+        names = tuple(k for k, v in model.named_parameters() if v.requires_grad)
+        P_all = n_parameters(model)
+        c = min(chunk_size, max(N, N2 or 0))
+        plan = NTKPlan(groups=[names], group_sizes=[P_all], row_panels=[row_chunk_size], chunk_size=c,
+                       estimated_peak_bytes=estimate_plan_bytes([P_all], [row_chunk_size], c, act, N, N2),
+                       jacobian_passes=_panel_samples(N, row_chunk_size, chunk_size, xb is None, N2))
+    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0]}
     with _eval_mode(model):
-        params, frozen, buffers = _state(model, device, dtype)
-        P = sum(v.numel() for v in params.values())
-
-        def forward(p, xs):
-            return out_fn(functional_call(model, (p, frozen, buffers), (xs,)))
-
-        with torch.no_grad():
-            d = int(forward(params, xa[:1]).reshape(1, -1).shape[1])
-
-        def g(p, xi):
-            return forward(p, xi.unsqueeze(0)).reshape(-1).mean()
-
-        per_sample_jac = vmap(jacrev(g), in_dims=(None, 0))
-
-        def jac(xs: torch.Tensor) -> list[torch.Tensor]:
-            sync()
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                J = per_sample_jac(params, xs)
-            out = [J[k].reshape(len(xs), -1) for k in params]
-            sync()
-            timing["jac"] += time.perf_counter() - t0
-            timing["jac_chunks"] += 1
-            timing["jac_samples"] += len(xs)
-            return out
-
-        def contract(Ja: list[torch.Tensor], Jb: list[torch.Tensor]) -> np.ndarray:
-            t0 = time.perf_counter()
-            blk = None
-            for a, b in zip(Ja, Jb):
-                term = (a @ b.T).to(torch.float64)
-                blk = term if blk is None else blk + term
-            out = (d * blk).cpu().numpy()
-            timing["con"] += time.perf_counter() - t0
-            return out
-
-        def panel(start: int, stop: int, prefix: list[torch.Tensor] | None) -> list[torch.Tensor]:
-            """Jacobians of points [start, stop) in micro-batches of chunk_size, written into
-            preallocated per-parameter buffers (no concatenation copies); the first
-            ``len(prefix[0])`` rows may be given (reused from the previous row panel)."""
-            done = start + (len(prefix[0]) if prefix is not None else 0)
-            if prefix is not None and done == stop:
-                return prefix
-            if prefix is None and stop - start <= chunk_size:
-                return jac(xa[start:stop])
-            out = [torch.empty((stop - start, v.numel()), dtype=dtype, device=device) for v in params.values()]
-            if prefix is not None:
-                for buf, part in zip(out, prefix):
-                    buf[: len(part)] = part
-                prefix = None
-            for s0 in range(done, stop, chunk_size):
-                s1 = min(s0 + chunk_size, stop)
-                part = jac(xa[s0:s1])
-                for buf, blk in zip(out, part):
-                    buf[s0 - start:s1 - start] = blk
-                del part
-            return out
-
-        N = len(xa)
-        rows = _chunks(N, row_chunk_size)
+        eng = _Engine(model, device, dtype, out_fn, plan.chunk_size, timing)
+        eng.set_d(xa[:1])
         peak = PeakMemory(device) if measure_memory else contextlib.nullcontext()
         with peak:
+            K = torch.zeros((N, N if xb is None else N2), dtype=torch.float64, device=device)
+            for names, rows in zip(plan.groups, plan.row_panels, strict=True):
+                if xb is None:
+                    eng.symmetric(K, names, xa, rows)
+                else:
+                    eng.cross(K, names, xa, xb, rows)
             if xb is None:
-                K = np.empty((N, N), dtype=np.float64)
-                carry = None
-                for si in rows:
-                    Ja = panel(si.start, si.stop, carry)
-                    carry = None  # the panel owns (a copy of) it now
-                    K[si, si] = contract(Ja, Ja)
-                    cols = _chunks(N - si.stop, chunk_size)
-                    # backwards, so that the last column chunk (the next panel's first points) is kept
-                    for c in reversed(cols):
-                        sj = slice(si.stop + c.start, si.stop + c.stop)
-                        Jb = jac(xa[sj])
-                        blk = contract(Ja, Jb)
-                        K[si, sj] = blk
-                        K[sj, si] = blk.T
-                        if c.start == 0:
-                            carry = Jb
-                        del Jb
-                    del Ja
-                K = (K + K.T) / 2  # diagonal blocks: exact symmetry despite float32 products
-            else:
-                cols = _chunks(len(xb), chunk_size)
-                K = np.empty((N, len(xb)), dtype=np.float64)
-                for si in rows:
-                    Ja = panel(si.start, si.stop, None)
-                    for sj in cols:
-                        K[si, sj] = contract(Ja, jac(xb[sj]))
-                    del Ja
-    act = activation_bytes_per_sample(model, xa)
+                _mirror_upper(K)
+            K.mul_(eng.d)
+            K = K.cpu().numpy()
+    chunk_size, P, d = plan.chunk_size, eng.n_params, eng.d
     stats = {
         "time_s": time.perf_counter() - t_start,
         "jacobian_time_s": timing["jac"],
         "contraction_time_s": timing["con"],
-        "n_points": len(xa),
-        "n_points2": None if xb is None else len(xb),
+        "contraction_flops": float(timing["flops"][0]),
+        "n_points": N,
+        "n_points2": N2,
         "n_params": P,
         "d": d,
         "chunk_size": chunk_size,
-        "row_chunk_size": row_chunk_size,
-        "n_chunks": len(rows),
+        "row_chunk_size": min(plan.row_panels) if len(plan.row_panels) == 1 else list(plan.row_panels),
+        "n_groups": len(plan.groups),
+        "group_sizes": list(plan.group_sizes),
+        "row_panels": list(plan.row_panels),
+        "n_chunks": timing["n_panels"],
         "jacobian_chunks": timing["jac_chunks"],
         "jacobian_samples": timing["jac_samples"],
         "jacobian_chunk_bytes": chunk_size * P * 4,
         "activation_bytes_per_sample": act,
-        "estimated_peak_bytes": estimate_peak_bytes(P, act, min(chunk_size, len(xa)),
-                                                    min(row_chunk_size, len(xa))),
+        "estimated_peak_bytes": plan.estimated_peak_bytes,
+        "budget_bytes": plan.budget_bytes,
         "peak_bytes": getattr(peak, "peak_bytes", None),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),

@@ -10,7 +10,6 @@ from torch import nn
 
 from sslkit.theory import ntk
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -143,3 +142,91 @@ def test_bad_arguments():
         ntk.empirical_ntk(model, torch.zeros(4, 3), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="at least one point"):
         ntk.empirical_ntk(model, torch.zeros(0, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# plans: whole Jacobian, parameter groups, row panels inside a group (issue 18)
+# ---------------------------------------------------------------------------------------------
+
+def torch_func_reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """functional_call + vmap(jacrev) for the full N x P Jacobian, then d J J^T (float64 product)."""
+    from torch.func import functional_call, jacrev, vmap
+
+    ref = copy.deepcopy(model).eval()
+    params = {k: v.detach() for k, v in ref.named_parameters()}
+    bufs = dict(ref.named_buffers())
+    d = ref(x[:1]).numel()
+    jd = vmap(jacrev(lambda p, xi: functional_call(ref, (p, bufs), (xi[None],)).mean()), in_dims=(None, 0))(params, x)
+    J = torch.cat([v.reshape(len(x), -1) for v in jd.values()], dim=1).double()
+    return (d * J @ J.T).numpy()
+
+
+def test_torch_func_reference_agrees_with_brute_force(cnn_and_data):
+    model, x, K_ref = cnn_and_data
+    assert np.abs(torch_func_reference(model, x) - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+
+
+@pytest.mark.parametrize("rows", [[7, 7, 7], [3, 7, 2], [2, 2, 2]])
+def test_parameter_groups_match_brute_force(cnn_and_data, rows):
+    """K = sum over parameter groups, each group whole or in row panels: the same kernel."""
+    model, x, K_ref = cnn_and_data
+    names = [k for k, _ in model.named_parameters()]
+    groups = [tuple(names[:3]), tuple(names[3:7]), tuple(names[7:])]
+    sizes = [sum(dict(model.named_parameters())[k].numel() for k in g) for g in groups]
+    plan = ntk.NTKPlan(groups=groups, group_sizes=sizes, row_panels=rows, chunk_size=2,
+                       estimated_peak_bytes=0, jacobian_passes=0)
+    res = ntk.empirical_ntk(model, x, plan=plan)
+    assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    assert np.array_equal(res.K, res.K.T)
+    assert res.stats["n_groups"] == 3
+    expected = sum(ntk._panel_samples(7, r, 2) for r in rows)
+    assert res.stats["jacobian_samples"] == expected
+    cross = ntk.empirical_ntk(model, x[:3], x[3:], plan=plan)
+    assert np.abs(cross.K - K_ref[:3, 3:]).max() <= 1e-5 * np.abs(K_ref).max()
+
+
+def test_budget_plans_match_reference_and_fit(cnn_and_data):
+    model, x, K_ref = cnn_and_data
+    N, P = 7, ntk.n_parameters(model)
+    act = ntk.activation_bytes_per_sample(model, x)
+    whole = ntk.estimate_plan_bytes([P], [N], 1, act, N)
+    # ample budget: one group, the whole Jacobian, every row computed once
+    plan = ntk.plan_ntk(model, x[:1], 100 * whole, N)
+    assert len(plan.groups) == 1 and plan.row_panels == [N] and plan.jacobian_passes == N
+    assert plan.estimated_peak_bytes <= 100 * whole
+    res = ntk.empirical_ntk(model, x, memory_budget_bytes=100 * whole)
+    assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    assert res.stats["jacobian_samples"] == N
+    # tight budgets: groups or panels; every parameter in exactly one group, in order; the plan fits
+    biggest = max(v.numel() for v in model.parameters())
+    smallest = ntk.estimate_plan_bytes([biggest], [1], 1, act, N)  # one row of the largest tensor
+    for budget in (whole - 1, (whole + smallest) // 2, smallest):
+        plan = ntk.plan_ntk(model, x[:1], budget, N, min_chunk=1)
+        assert [k for g in plan.groups for k in g] == [k for k, _ in model.named_parameters()]
+        assert plan.estimated_peak_bytes <= budget
+        assert len(plan.groups) > 1 or plan.row_panels[0] < N
+        res = ntk.empirical_ntk(model, x, plan=plan)
+        assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    with pytest.raises(MemoryError, match="no eNTK plan"):
+        ntk.plan_ntk(model, x[:1], smallest - 1, N, min_chunk=1)
+
+
+@pytest.mark.parametrize("n", [1, 5, 128, 129, 301])
+def test_gram_upper_triangle_and_flops(n):
+    J = torch.randn(n, 37, generator=torch.Generator().manual_seed(n))
+    K = torch.zeros(n, n, dtype=torch.float64)
+    count = [0]
+    ntk._add_gram_upper(K, J, count)
+    ntk._mirror_upper(K)
+    ref = J.double() @ J.double().T
+    assert torch.allclose(K, ref, rtol=1e-5, atol=1e-4) and torch.equal(K, K.T)
+    # only the upper triangle (plus the diagonal leaves in full): n^2 P (1 + leaf / n) at most
+    assert count[0] <= n * n * 37 * (1 + ntk._GRAM_LEAF / n) and (n <= ntk._GRAM_LEAF or count[0] < 2 * n * n * 37)
+
+
+def test_pass_flops_model():
+    """A pass for all parameters costs 3 F; for the last layer only F + 2 F_last."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    F, back = ntk.pass_flops(model, torch.zeros(1, 5))
+    assert F == 2 * 5 * 7 + 2 * 7 * 3
+    assert back["0.weight"] == (F, 2 * 5 * 7) and back["2.weight"] == (2 * 7 * 3, 2 * 7 * 3)
