@@ -176,12 +176,15 @@ def speedups_run_params(method, init, variant):
     }
 
 
-def speedups_runs(pattern, dataset):
-    """``pattern`` (a speedups_run output) of every speed-up run: method x its variants x inits x seeds."""
+def speedups_runs(pattern, dataset, only_method=None, only_variant=None):
+    """``pattern`` (a speedups_run output) of every speed-up run: method x its variants x inits x
+    seeds (or only those of ``only_method`` / ``only_variant``)."""
     sc = config["speedups"]
     out = []
     for method, variants in sc["methods"].items():
         for variant in variants:
+            if only_method not in (None, method) or only_variant not in (None, variant):
+                continue
             if variant not in sc["variants"]:
                 raise ValueError(
                     f"speedups.methods.{method} lists '{variant}', not in speedups.variants"

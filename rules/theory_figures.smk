@@ -76,11 +76,9 @@ rule sharpened_speedup_table:
     input:
         linear=rules.sharpened_speedup.output.table,
         factors=rules.speedups_table.output.factors,
-        baselines=lambda wc: [
-            p
-            for p in speedups_runs(rules.speedups_run.output.manifest, wc.dataset)
-            if "/barlow_twins-" in p and "-baseline-" in p
-        ],
+        baselines=lambda wc: speedups_runs(
+            rules.speedups_run.output.manifest, wc.dataset, "barlow_twins", "baseline"
+        ),
     output:
         csv=report(
             "results/tables/{dataset}/sharpened_speedup.csv",
