@@ -23,7 +23,12 @@ def mermaid_without_all(text: str) -> str:
         lines = lines[lines.index("---", 1) + 1:]
     all_ids = {m.group(1) for ln in lines if (m := re.fullmatch(r"\s*(id\d+)\[all\]", ln))}
     keep = [ln for ln in lines if not any(re.search(rf"\b{i}\b", ln) for i in all_ids)]
-    return "\n".join(keep).strip() + "\n"
+    # Snakemake writes the edges in no fixed order: sort them (by target, then source) so the
+    # README changes only when the graph does
+    edges = sorted((ln for ln in keep if "-->" in ln),
+                   key=lambda ln: [int(n) for n in reversed(re.findall(r"id(\d+)", ln))])
+    nodes = [ln for ln in keep if "-->" not in ln]
+    return "\n".join(nodes + edges).strip() + "\n"
 
 
 def main(argv: list[str]) -> int:
