@@ -24,7 +24,10 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
         gpu=GPU_PER_JOB,
     params:
-        run=lambda wc, output: train_params(wc.method, wc.init, output.manifest),
+        # the manifest path from the wildcards, not `output`: Snakemake ignores params derived from output
+        run=lambda wc: train_params(
+            wc.method, wc.init, rules.train.output.manifest.format(**wc)
+        ),
     script:
         "../workflow_scripts/train.py"
 

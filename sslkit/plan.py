@@ -100,7 +100,7 @@ def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
     """The integrity generation of a training run, a parameter of the train rule.
 
     Cheap (one JSON read and a ``stat`` per checkpoint): every checkpoint listed in the run's
-    ``manifest.json`` must exist with the size and mtime recorded there. Returns the manifest's
+    ``manifest.json`` (or its copy ``ckpt/manifest.json``) must exist with the size and mtime recorded there. Returns the manifest's
     ``integrity_generation`` (0 when there is no manifest yet) when they do, one more when one is
     missing, truncated or rewritten: the parameter changes, so Snakemake reruns the train job,
     which verifies the checkpoints' sha256, retrains from the newest intact one and writes the new
@@ -112,9 +112,15 @@ def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
     import sys
 
     path = Path(manifest_path)
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+    manifest = None
+    # the copy ckpt/manifest.json stands in once Snakemake has removed the output before rerunning the job
+    for candidate in (path, path.parent / "ckpt" / path.name):
+        try:
+            manifest = json.loads(candidate.read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    if manifest is None:
         return 0
     generation = int(manifest.get("integrity_generation", 0) or 0)
     problems = []
