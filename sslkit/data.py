@@ -116,7 +116,7 @@ def check_counts(name: str, splits: Mapping[str, Split], source: str | os.PathLi
             bad = {int(k): int(c) for k, c in zip(ks, cs) if c != per_class}
             if bad or len(ks) != 10:
                 shown = ", ".join(f"class {k}: {c}" for k, c in list(bad.items())[:5])
-                problems.append(f"split '{split}' has {len(ks)} classes ({shown or 'counts ok'}), "
+                problems.append(f"split '{split}' has {len(ks)} classes ({shown or 'each of the right size'}), "
                                 f"expected 10 classes of {per_class} images")
     if problems:
         raise DatasetIntegrityError(f"dataset '{name}' read from {source}: " + "; ".join(problems)

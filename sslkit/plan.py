@@ -100,13 +100,13 @@ def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
     """The integrity generation of a training run, a parameter of the train rule.
 
     Cheap (one JSON read and a ``stat`` per checkpoint): every checkpoint listed in the run's
-    ``manifest.json`` (or its copy ``ckpt/manifest.json``) must exist with the size and mtime recorded there. Returns the manifest's
-    ``integrity_generation`` (0 when there is no manifest yet) when they do, one more when one is
-    missing, truncated or rewritten: the parameter changes, so Snakemake reruns the train job,
-    which verifies the checkpoints' sha256, retrains from the newest intact one and writes the new
-    generation into the manifest -- so the next call returns the value the job ran with and
-    nothing reruns again. ``report``: called with a message naming the damaged files (default:
-    printed to stderr).
+    ``manifest.json`` (or its copy ``ckpt/manifest.json``) must exist with the size and mtime
+    recorded there. Returns the manifest's ``integrity_generation`` (0 when there is no manifest
+    yet) when they do, one more when one is missing, truncated or rewritten: the parameter
+    changes, so Snakemake reruns the train job, which verifies the checkpoints' sha256, retrains
+    from the newest intact one and writes the new generation into the manifest -- so the next
+    call returns the value the job ran with and nothing reruns again. ``report``: called with a
+    message naming the damaged files (default: printed to stderr).
     """
     import json
     import sys

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from sslkit.training import engine as T
-from sslkit.training.augment import eval_transform
 from sslkit.config import ConfigError, load_config
 from sslkit.io import sha256_file
+from sslkit.training import engine as T
+from sslkit.training.augment import eval_transform
 
 
 @pytest.fixture(scope="module")
