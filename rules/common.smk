@@ -49,9 +49,11 @@ def mlp_settings(dataset):
     return section
 
 
-def train_params(method, init):
+def train_params(method, init, manifest=None):
     """What one training run depends on (Snakemake reruns a job when this changes): the method's
     block with only this init's overrides, and the train section without run lists/resources.
+    With the run's ``manifest`` path: also its integrity generation once it is above 0
+    (sslkit.plan.run_integrity: it rises when a checkpoint of the finished run is damaged).
     """
     if method not in config.get("methods", {}):
         raise ValueError(
@@ -63,10 +65,15 @@ def train_params(method, init):
     other = [i for i in SSL_INITS if i != init]
     skip = ("methods", "inits", "threads", "mem_mb", "progress", "resume")
     train = {k: v for k, v in config["train"].items() if k not in skip}
-    return {
+    params = {
         "method": {k: v for k, v in block.items() if k not in other},
         "train": train,
     }
+    generation = sslkit.plan.run_integrity(manifest) if manifest else 0
+    # absent while 0, so that runs recorded before it existed do not rerun
+    if generation:
+        params["integrity_generation"] = generation
+    return params
 
 
 # ---- runs: 'method-init' labels -------------------------------------------------------------

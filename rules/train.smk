@@ -1,7 +1,10 @@
 # Stage 3: SSL training of each method at each init scale (sslkit.training.engine), and its training curves.
 # One run = results/train/{dataset}/{method}-{init}/: ckpt/step_XXXXXXXX.pt, history.csv and,
-# written last, manifest.json (checkpoint list with t = lr x step). A failed or killed job resumes
-# from its newest checkpoint when rerun.
+# written last, manifest.json (checkpoint list with t = lr x step and each checkpoint's sha256). A failed
+# or killed job resumes from its newest checkpoint when rerun. A damaged checkpoint of a finished run
+# (missing, or size/mtime unlike the manifest's) raises params.run's integrity generation, so the job
+# reruns and retrains from the newest intact checkpoint. A changed run config sets the old run aside
+# (previous/<config hash>/); changing it back restores it without training.
 
 
 rule train:
@@ -21,7 +24,10 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
         gpu=GPU_PER_JOB,
     params:
-        run=lambda wc: train_params(wc.method, wc.init),
+        # the manifest path from the wildcards, not `output`: Snakemake ignores params derived from output
+        run=lambda wc: train_params(
+            wc.method, wc.init, rules.train.output.manifest.format(**wc)
+        ),
     script:
         "../workflow_scripts/train.py"
 

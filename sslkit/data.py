@@ -4,7 +4,16 @@ Every dataset is reduced to the same canonical form, one pair of ``.npy`` files 
 
     <out_dir>/<split>_x.npy   uint8, N x H x W x C   (memory-mappable: np.load(..., mmap_mode="r"))
     <out_dir>/<split>_y.npy   int64, N               (-1 where a split is unlabelled)
-    <out_dir>/manifest.json   counts per split and class, shape, source path, sha256 of each array
+    <out_dir>/manifest.json   counts per split and class, shape, source path, sha256 (with size and
+                              mtime stamp) of each array; :func:`load_split` verifies them
+
+Integrity: CIFAR-10 and STL-10 have known split and class counts (``EXPECTED_COUNTS``); a source
+that yields other counts (an archive cut between two members reads as a smaller dataset) or that
+cannot be read to its end (a truncated gzip stream, a short binary file) raises
+:class:`DatasetIntegrityError` naming the file, what was found against what was expected, and the
+remedy. Later stages open the canonical arrays with :func:`load_split`, which checks each file
+against the digest the manifest recorded: by size always, by sha256 unless the file's size and
+mtime still equal the stamp taken when the digest was computed.
 
 Loaders (``DATASETS``):
 
@@ -25,7 +34,8 @@ import logging
 import os
 import pickle
 import tarfile
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +48,14 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DATASETS",
     "DatasetNotFoundError",
+    "DatasetIntegrityError",
+    "EXPECTED_COUNTS",
     "Split",
     "load_dataset",
     "prepare_dataset",
     "load_split",
+    "verify_split",
+    "check_counts",
     "load_manifest",
     "make_pairs",
     "save_pairs",
@@ -61,6 +75,52 @@ DEFAULT_CROP = {"digits": 6, "cifar10": 20, "stl10": 20, "imagefolder": 20}
 
 class DatasetNotFoundError(FileNotFoundError):
     """Raised when a dataset is not on disk (and cannot or may not be downloaded)."""
+
+
+class DatasetIntegrityError(ValueError):
+    """A dataset file is short, corrupt or has other counts than the dataset has; the message names
+    the file, what was found against what was expected, and the remedy."""
+
+
+#: the published split sizes and per-class counts: {dataset: {split: (images, images per class or None)}}
+EXPECTED_COUNTS: dict[str, dict[str, tuple[int, int | None]]] = {
+    "cifar10": {"train": (50000, 5000), "test": (10000, 1000)},
+    "stl10": {"train": (5000, 500), "test": (8000, 800), "unlabeled": (100000, None)},
+}
+
+_REMEDY = {
+    "cifar10": "The archive or folder is incomplete or damaged: copy or download it again (check a tarball "
+               "with `gzip -t` / `tar -tzf`). For a deliberate subset of CIFAR-10 use dataset 'imagefolder'.",
+    "stl10": "The STL-10 binary files are incomplete or damaged: copy or download stl10_binary/ again.",
+}
+
+
+def check_counts(name: str, splits: Mapping[str, Split], source: str | os.PathLike,
+                 expected: Mapping[str, tuple[int, int | None]] | None = None) -> None:
+    """Raise :class:`DatasetIntegrityError` unless ``splits`` have ``expected`` (default: the known
+    counts of ``name``) images per split and per class."""
+    expected = EXPECTED_COUNTS.get(name) if expected is None else expected
+    if not expected:
+        return
+    problems = []
+    for split, (total, per_class) in expected.items():
+        if split not in splits:
+            if split != "unlabeled":
+                problems.append(f"split '{split}' is missing (expected {total} images)")
+            continue
+        labels = np.asarray(splits[split].labels)
+        if len(labels) != total:
+            problems.append(f"split '{split}' has {len(labels)} images, expected {total}")
+        if per_class is not None and len(labels) > 0:
+            ks, cs = np.unique(labels, return_counts=True)
+            bad = {int(k): int(c) for k, c in zip(ks, cs) if c != per_class}
+            if bad or len(ks) != 10:
+                shown = ", ".join(f"class {k}: {c}" for k, c in list(bad.items())[:5])
+                problems.append(f"split '{split}' has {len(ks)} classes ({shown or 'each of the right size'}), "
+                                f"expected 10 classes of {per_class} images")
+    if problems:
+        raise DatasetIntegrityError(f"dataset '{name}' read from {source}: " + "; ".join(problems)
+                                    + f". {_REMEDY.get(name, '')}")
 
 
 @dataclass
@@ -153,29 +213,48 @@ def _read_imagefolder_dir(root: Path, size: int | None) -> tuple[dict[str, Split
     return splits, classes or []
 
 
-def _read_imagefolder_tar(path: Path, size: int | None) -> tuple[dict[str, Split], list[str]]:
-    """Read ``[prefix/]split/class/image`` members of a tarball in one streaming pass."""
+def _read_imagefolder_tar(path: Path, size: int | None,
+                          known_classes: list[str] | None = None) -> tuple[dict[str, Split], list[str]]:
+    """Read ``[prefix/]split/class/image`` members of a tarball in one streaming pass.
+
+    ``known_classes``: the dataset's class folders (label = position); a class missing from the
+    archive then reads as zero images (for the count check to report) instead of shifting labels."""
     found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {}
-    with tarfile.open(path, "r:*") as tf:
-        for member in tf:
-            if not member.isfile() or not member.name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            parts = [p for p in member.name.split("/") if p not in ("", ".")]
-            if len(parts) < 3 or parts[-3] not in ("train", "test"):
-                continue
-            split, cls = parts[-3], parts[-2]
-            fh = tf.extractfile(member)
-            found.setdefault(split, {}).setdefault(cls, []).append((member.name, _decode_image(fh.read(), size)))
+    n_read, last = 0, None
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for member in tf:
+                if not member.isfile() or not member.name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                if len(parts) < 3 or parts[-3] not in ("train", "test"):
+                    continue
+                split, cls = parts[-3], parts[-2]
+                fh = tf.extractfile(member)
+                image = _decode_image(fh.read(), size)
+                found.setdefault(split, {}).setdefault(cls, []).append((member.name, image))
+                n_read, last = n_read + 1, member.name
+    except (EOFError, OSError, tarfile.TarError, zlib.error) as exc:
+        after = f"after {n_read} images (last: {last})" if n_read else "before the first image"
+        raise DatasetIntegrityError(
+            f"tarball {path} is truncated or corrupt: reading stopped {after} with "
+            f"{type(exc).__name__}: {exc}. Copy or download the archive again (check it with `gzip -t {path}`)."
+        ) from exc
     if "train" not in found:
         raise ValueError(f"tarball {path} has no train/<class>/<image> members")
-    classes = sorted(found["train"])
+    classes = list(known_classes) if known_classes else sorted(found["train"])
     splits = {}
     for split, by_cls in found.items():
-        if sorted(by_cls) != classes:
+        if known_classes:
+            unknown = sorted(set(by_cls) - set(classes))
+            if unknown:
+                raise ValueError(f"{path}: class folders {unknown} under {split}/ are not classes of this "
+                                 f"dataset ({classes})")
+        elif sorted(by_cls) != classes:
             raise ValueError(f"{path}: classes of {split}/ {sorted(by_cls)} differ from train/ {classes}")
         imgs, labels = [], []
         for k, c in enumerate(classes):
-            for _, im in sorted(by_cls[c], key=lambda t: t[0]):
+            for _, im in sorted(by_cls.get(c, []), key=lambda t: t[0]):
                 imgs.append(im)
                 labels.append(k)
         splits[split] = Split(_stack(imgs, f"{path}:{split}"), np.array(labels))
@@ -225,11 +304,12 @@ def load_cifar10(data_dir: str | os.PathLike = "data", download: bool = False, *
                              "cifar10-jpeg.tar.gz of that folder) under data_dir, e.g. "
                              "`--config data_dir=/path/to/datasets`; or set `download: true` on a "
                              "machine with internet access.")
-        splits, classes = _read_imagefolder_tar(tar, None)
+        splits, classes = _read_imagefolder_tar(tar, None, CIFAR10_CLASSES)
         src = tar
     for s in splits.values():
         if s.images.shape[1:] != (32, 32, 3):
             raise ValueError(f"CIFAR-10 images must be 32x32x3, found {s.images.shape[1:]} in {src}")
+    check_counts("cifar10", splits, src.resolve())
     return Dataset("cifar10", splits, CIFAR10_CLASSES, source=str(src.resolve()))
 
 
@@ -244,6 +324,11 @@ def load_stl10(data_dir: str | os.PathLike = "data", download: bool = False, **_
                          "or set `download: true` on a machine with internet access.")
 
     def read_x(name: str) -> np.ndarray:
+        size, image = (root / name).stat().st_size, 3 * 96 * 96
+        if size % image:
+            raise DatasetIntegrityError(
+                f"{root / name} has {size} bytes, not a whole number of 96x96x3 images ({image} bytes each): "
+                f"the file is truncated. {_REMEDY['stl10']}")
         raw = np.fromfile(root / name, dtype=np.uint8).reshape(-1, 3, 96, 96)
         return raw.transpose(0, 3, 2, 1).copy()  # stored column-major: (N, C, W, H) -> N x H x W x C
 
@@ -251,10 +336,16 @@ def load_stl10(data_dir: str | os.PathLike = "data", download: bool = False, **_
     for split in ("train", "test"):
         if (root / f"{split}_X.bin").exists():
             y = np.fromfile(root / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
-            splits[split] = Split(read_x(f"{split}_X.bin"), y)
+            x = read_x(f"{split}_X.bin")
+            if len(y) != len(x):
+                raise DatasetIntegrityError(
+                    f"{root / f'{split}_y.bin'} has {len(y)} labels but {root / f'{split}_X.bin'} has {len(x)} "
+                    f"images: one of them is truncated. {_REMEDY['stl10']}")
+            splits[split] = Split(x, y)
     if (root / "unlabeled_X.bin").exists():
         x = read_x("unlabeled_X.bin")
         splits["unlabeled"] = Split(x, -np.ones(len(x), dtype=np.int64))
+    check_counts("stl10", splits, root.resolve())
     return Dataset("stl10", splits, STL10_CLASSES, source=str(root.resolve()))
 
 
@@ -341,6 +432,7 @@ def prepare_dataset(name: str, out_dir: str | os.PathLike, **options) -> dict:
             "class_counts": {str(int(k)): int(c) for k, c in zip(labels, counts)},
             "sha256": sha256_file(out / f"{split}_x.npy"),
             "labels_sha256": sha256_file(out / f"{split}_y.npy"),
+            "stamps": {f"{split}_{sfx}.npy": _stamp(out / f"{split}_{sfx}.npy") for sfx in ("x", "y")},
         }
     save_json(out / "manifest.json", manifest)
     return manifest
@@ -355,13 +447,60 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     return load_json(path)
 
 
-def load_split(data_dir: str | os.PathLike, split: str = "train", mmap: bool = True) -> Split:
-    """Open a prepared split; the images are memory-mapped unless ``mmap=False``."""
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def verify_split(data_dir: str | os.PathLike, split: str, manifest: Mapping | None = None) -> None:
+    """Check the arrays of ``split`` against the digests of the data manifest; raise
+    :class:`DatasetIntegrityError` naming the file and the remedy on a mismatch.
+
+    Cheap: the size is always compared; the sha256 is recomputed only when the file's size or mtime
+    differs from the stamp recorded with the digest (a file copied without its mtime is hashed once
+    per load). Manifests written before stamps existed are verified by their digests.
+    """
+    data_dir = Path(data_dir)
+    if manifest is None:
+        path = data_dir / "manifest.json"
+        if not path.exists():
+            return
+        manifest = load_manifest(data_dir)
+    info = manifest.get("splits", {}).get(split)
+    if not info:
+        return
+    stamps = info.get("stamps", {})
+    for name, digest in ((info.get("images", f"{split}_x.npy"), info.get("sha256")),
+                         (info.get("labels", f"{split}_y.npy"), info.get("labels_sha256"))):
+        f = data_dir / name
+        if digest is None or not f.exists():
+            continue
+        stamp, now = stamps.get(name), _stamp(f)
+        remedy = (f"Rerun the data stage: `snakemake --forcerun prepare_data` (or delete {data_dir} and rerun), "
+                  "then the stages that use it.")
+        if stamp and now["bytes"] != stamp["bytes"]:
+            raise DatasetIntegrityError(f"{f} has {now['bytes']} bytes but the data manifest "
+                                        f"{data_dir / 'manifest.json'} recorded {stamp['bytes']}: the file is "
+                                        f"truncated or was replaced. {remedy}")
+        if stamp == now:
+            continue
+        found = sha256_file(f)
+        if found != digest:
+            raise DatasetIntegrityError(f"{f} has sha256 {found[:16]}... but the data manifest "
+                                        f"{data_dir / 'manifest.json'} recorded {digest[:16]}...: the file is "
+                                        f"damaged or was replaced. {remedy}")
+
+
+def load_split(data_dir: str | os.PathLike, split: str = "train", mmap: bool = True, verify: bool = True) -> Split:
+    """Open a prepared split; the images are memory-mapped unless ``mmap=False``. With ``verify``
+    (default) the arrays are first checked against the data manifest's digests (:func:`verify_split`)."""
     data_dir = Path(data_dir)
     x, y = data_dir / f"{split}_x.npy", data_dir / f"{split}_y.npy"
     if not x.exists():
         available = sorted(p.name[:-6] for p in data_dir.glob("*_x.npy"))
         raise FileNotFoundError(f"split '{split}' not found in {data_dir} (available: {available})")
+    if verify:
+        verify_split(data_dir, split)
     return Split(np.load(x, mmap_mode="r" if mmap else None), np.load(y))
 
 

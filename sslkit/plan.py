@@ -6,7 +6,8 @@ light (no torch, no matplotlib). The library reads it too, so both sides agree:
 - :data:`SPEEDUP_DEFAULTS`, :func:`speedups_active`, :func:`validate_speedups`: the App. G switches of
   ``methods.<method>.speedups`` (``sslkit.training.speedup_variants`` implements them);
 - :func:`ntk_methods`: the methods of Tables 1-2, each checked to have the run that ``ntk.init`` names;
-- :func:`cuda_visible` and :func:`gpu_per_job`: whether GPU rules' jobs will run on a GPU here.
+- :func:`cuda_visible` and :func:`gpu_per_job`: whether GPU rules' jobs will run on a GPU here;
+- :func:`run_integrity`: whether a finished training run's checkpoints are still those its manifest lists.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "ntk_methods",
     "cuda_visible",
     "gpu_per_job",
+    "run_integrity",
 ]
 
 #: methods.<method>.speedups: every key, all off by default (docs/theory.md, App. G)
@@ -92,3 +94,50 @@ def gpu_per_job(device: str) -> int:
     auto with a GPU visible), 0 on the CPU, so that a CPU-only machine runs such jobs side by side under
     --cores. profiles/slurm sets gpu per rule explicitly for cluster nodes."""
     return int(device.startswith("cuda") or (device == "auto" and cuda_visible()))
+
+
+def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
+    """The integrity generation of a training run, a parameter of the train rule.
+
+    Cheap (one JSON read and a ``stat`` per checkpoint): every checkpoint listed in the run's
+    ``manifest.json`` (or its copy ``ckpt/manifest.json``) must exist with the size and mtime
+    recorded there. Returns the manifest's ``integrity_generation`` (0 when there is no manifest
+    yet) when they do, one more when one is missing, truncated or rewritten: the parameter
+    changes, so Snakemake reruns the train job, which verifies the checkpoints' sha256, retrains
+    from the newest intact one and writes the new generation into the manifest -- so the next
+    call returns the value the job ran with and nothing reruns again. ``report``: called with a
+    message naming the damaged files (default: printed to stderr).
+    """
+    import json
+    import sys
+
+    path = Path(manifest_path)
+    manifest = None
+    # the copy ckpt/manifest.json stands in once Snakemake has removed the output before rerunning the job
+    for candidate in (path, path.parent / "ckpt" / path.name):
+        try:
+            manifest = json.loads(candidate.read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    if manifest is None:
+        return 0
+    generation = int(manifest.get("integrity_generation", 0) or 0)
+    problems = []
+    for c in manifest.get("checkpoints", []):
+        f = path.parent / c["path"]
+        try:
+            st = f.stat()
+        except OSError:
+            problems.append(f"{f} is missing")
+            continue
+        if "bytes" in c and st.st_size != c["bytes"]:
+            problems.append(f"{f} has {st.st_size} bytes, the manifest lists {c['bytes']}")
+        elif "mtime_ns" in c and st.st_mtime_ns != c["mtime_ns"]:
+            problems.append(f"{f} was modified after the manifest was written")
+    if not problems:
+        return generation
+    msg = (f"training run {path.parent}: {'; '.join(problems[:3])}{' ...' if len(problems) > 3 else ''}. "
+           "Its train job reruns: it verifies the checkpoints and retrains from the newest intact one.")
+    (report or (lambda m: print(m, file=sys.stderr)))(msg)
+    return generation + 1

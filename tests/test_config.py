@@ -82,3 +82,20 @@ def test_loss_defaults_fill_the_method_block_not_its_init_overrides(default):
     assert bt["small"]["loss"] == default["methods"]["barlow_twins"]["small"]["loss"]
     assert cfg["methods"]["vicreg"]["loss"] == {"sim_coeff": 10.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4}
     assert "loss" not in cfg["methods"]["vicreg"]["small"]
+
+
+def test_nested_command_line_values_are_typed_by_the_schema():
+    """Snakemake's --config 'pairs={n: 100}' gives strings ({'n': '100'}), which validation used to reject."""
+    from snakemake.cli import parse_config
+
+    over = parse_config(["pairs={n: 100, crop: null}", "train={checkpoints: {every: 3}, steps: 7}",
+                         "methods={simclr: {optimizer: {lr: 1e-3}, projector: {hidden: [16, 32]}}}"])
+    assert over["pairs"] == {"n": "100", "crop": "null"}  # what Snakemake passes on
+    cfg = cfgmod.load_config(over)
+    assert cfg["pairs"]["n"] == 100 and cfg["pairs"]["crop"] is None
+    assert cfg["train"]["checkpoints"]["every"] == 3 and cfg["train"]["steps"] == 7
+    assert cfg["methods"]["simclr"]["optimizer"]["lr"] == 1e-3
+    assert cfg["methods"]["simclr"]["projector"]["hidden"] == [16, 32]
+    assert cfg["pairs"]["split"] == "train"  # strings the schema allows stay strings
+    with pytest.raises(cfgmod.ConfigError, match=r"'pairs.n': 'lots' is not of type.*--configfile"):
+        cfgmod.load_config(parse_config(["pairs={n: lots}"]))

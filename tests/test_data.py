@@ -77,8 +77,9 @@ def test_imagefolder_tarball_equals_directory(tmp_path):
         np.testing.assert_array_equal(a.splits[split].labels, b.splits[split].labels)
 
 
-def test_cifar10_from_tiny_tarball(tmp_path):
+def test_cifar10_from_tiny_tarball(tmp_path, monkeypatch):
     """The cifar10 loader reads the tarball in place (no extraction into the repo)."""
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (10, 1), "test": (10, 1)})
     _write_folder(tmp_path / "src", classes=data.CIFAR10_CLASSES, n_per_class=1, size=32)
     with tarfile.open(tmp_path / "cifar10-jpeg.tar.gz", "w:gz") as tf:
         for split in ("train", "test"):
@@ -89,7 +90,8 @@ def test_cifar10_from_tiny_tarball(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar10-jpeg.tar.gz", "out", "src"]
 
 
-def test_cifar10_python_batches(tmp_path):
+def test_cifar10_python_batches(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (4, None), "test": (1, None)})
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
     rng = np.random.default_rng(1)
@@ -105,7 +107,8 @@ def test_cifar10_python_batches(tmp_path):
     assert list(tr.labels) == [0, 1, 2, 3] and list(ds.splits["test"].labels) == [9]
 
 
-def test_stl10_binary_layout(tmp_path):
+def test_stl10_binary_layout(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "stl10", {"train": (3, None)})
     root = tmp_path / "stl10_binary"
     root.mkdir()
     rng = np.random.default_rng(2)
@@ -183,3 +186,93 @@ def test_cifar10_shared_tarball(cifar10_dir, tmp_path):
     assert m["splits"]["test"]["class_counts"] == {str(k): 1000 for k in range(10)}
     pairs = data.make_pairs(data.load_split(tmp_path, "train").images, n=500, crop=20, seed=0)
     assert pairs["X"].shape == (500, 1200)
+
+
+# ---- integrity (issue 17, part 1) ----------------------------------------------------------------
+
+def _tiny_cifar_tar(tmp_path, n_per_class=2):
+    """A cifar10-jpeg.tar.gz with the real layout (train/<class>/*.png, test/...), n images per class."""
+    _write_folder(tmp_path / "src", classes=data.CIFAR10_CLASSES, n_per_class=n_per_class, size=32)
+    tar_path = tmp_path / "cifar10-jpeg.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        for split in ("train", "test"):
+            tf.add(tmp_path / "src" / split, arcname=split)
+    return tar_path
+
+
+def test_cifar10_real_counts_are_the_expected_ones():
+    assert data.EXPECTED_COUNTS["cifar10"] == {"train": (50000, 5000), "test": (10000, 1000)}
+    assert data.EXPECTED_COUNTS["stl10"]["train"] == (5000, 500)
+    assert data.EXPECTED_COUNTS["stl10"]["test"] == (8000, 800)
+    assert data.EXPECTED_COUNTS["stl10"]["unlabeled"][0] == 100000
+
+
+def test_tarball_cut_between_members_names_file_and_counts(tmp_path, monkeypatch):
+    """The issue's probe: a tarball cut at a member boundary used to read as a smaller dataset, silently."""
+    import gzip
+
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (20, 2), "test": (20, 2)})
+    full = _tiny_cifar_tar(tmp_path)
+    assert data.load_dataset("cifar10", data_dir=tmp_path).splits["train"].images.shape[0] == 20
+    # cut the (uncompressed) tar stream right after the 30th member, recompress: a well-formed gzip
+    raw = gzip.decompress(full.read_bytes())
+    with tarfile.open(full, "r:gz") as tf:
+        members = tf.getmembers()
+    cut_at = members[-3].offset  # header of the third-last member: everything before it is whole members
+    full.write_bytes(gzip.compress(raw[:cut_at]))
+    out = tmp_path / "out"
+    with pytest.raises(data.DatasetIntegrityError) as err:
+        data.prepare_dataset("cifar10", out, data_dir=tmp_path)
+    msg = str(err.value)
+    assert str(full.resolve()) in msg
+    assert "split 'test' has 18 images, expected 20" in msg  # found against expected
+    assert "copy or download it again" in msg
+    assert not (out / "manifest.json").exists()
+
+
+def test_tarball_truncated_gzip_names_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (20, 2), "test": (20, 2)})
+    full = _tiny_cifar_tar(tmp_path)
+    blob = full.read_bytes()
+    full.write_bytes(blob[: len(blob) * 2 // 3])
+    with pytest.raises(data.DatasetIntegrityError) as err:
+        data.load_dataset("cifar10", data_dir=tmp_path)
+    msg = str(err.value)
+    assert str(full) in msg and "truncated or corrupt" in msg and "gzip -t" in msg
+
+
+def test_cifar10_wrong_class_counts(tmp_path, monkeypatch):
+    """Right total, wrong balance (expected counts per class): reported per class."""
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (20, 2), "test": (20, 2)})
+    full = _tiny_cifar_tar(tmp_path)
+    with tarfile.open(full, "r:gz") as tf:
+        names = [m.name for m in tf.getmembers() if m.isfile()]
+    assert len(names) == 40
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "cifar10", {"train": (20, 3), "test": (20, 2)})
+    with pytest.raises(data.DatasetIntegrityError, match=r"expected 10 classes of 3 images"):
+        data.load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_stl10_short_binary_names_file(tmp_path):
+    root = tmp_path / "stl10_binary"
+    root.mkdir()
+    (root / "train_X.bin").write_bytes(bytes(3 * 96 * 96 * 2 + 100))
+    np.array([1, 2], dtype=np.uint8).tofile(root / "train_y.bin")
+    with pytest.raises(data.DatasetIntegrityError, match="train_X.bin.*truncated"):
+        data.load_dataset("stl10", data_dir=tmp_path)
+
+
+def test_load_split_verifies_the_manifest_digests(tmp_path):
+    data.prepare_dataset("digits", tmp_path)
+    data.load_split(tmp_path, "train")  # intact
+    f = tmp_path / "train_x.npy"
+    blob = bytearray(f.read_bytes())
+    blob[-1] ^= 0xFF  # same size, other content (and a new mtime)
+    f.write_bytes(bytes(blob))
+    with pytest.raises(data.DatasetIntegrityError) as err:
+        data.load_split(tmp_path, "train")
+    assert str(f) in str(err.value) and "sha256" in str(err.value) and "prepare_data" in str(err.value)
+    f.write_bytes(bytes(blob[:-100]))  # truncated: caught by size alone
+    with pytest.raises(data.DatasetIntegrityError, match="bytes but the data manifest"):
+        data.load_split(tmp_path, "train")
+    data.load_split(tmp_path, "test")  # the other split is untouched

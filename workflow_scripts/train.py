@@ -12,6 +12,8 @@ with script_run(snakemake, log_params={}) as (tracker, config):
     stats = {**data_stats(images), "dir": str(data_dir), "splits": splits}
     run_config = resolve_run_config(config, wc.method, wc.init, stats, wc.dataset)
     run_config["runtime"]["progress"] = bool(config["train"]["progress"])
+    # the rule's integrity generation (sslkit.plan.run_integrity), recorded in the manifest
+    run_config["runtime"]["integrity_generation"] = int(snakemake.params.run.get("integrity_generation", 0))
     result = train(run_config, images, Path(snakemake.output.manifest).parent, tracker,
                    resume=bool(config["train"]["resume"]))
     tracker.log_metrics({"resumed_from_step": result.start_step})

@@ -4,13 +4,17 @@ Outputs of a run in ``run_dir = results/train/{dataset}/{method}-{init}/`` (the 
 stages consume)::
 
     manifest.json   {"dataset", "method", "init", "lr", "steps", "batch_size", "image_size",
-                     "checkpoints": [{"step", "t", "t_eff", "epoch", "path"}], "run_config",
+                     "checkpoints": [{"step", "t", "t_eff", "epoch", "path", "sha256", "bytes", "mtime_ns"}],
+                     "run_config", "config_hash", "integrity_generation",
                      "history": "history.csv", "complete": true, "wall_time_s", "cpu_time_s"
                      (all sessions of the run), "session_wall_time_s", "device", ...}
                     written last, only when the run has finished.
     history.csv     one row per evaluated step: step, t, t_eff, epoch, loss, loss_eval, lr,
                     images_per_s, rank, eig_C_0..eig_C_{d-1}, eig_cov_0..eig_cov_{d-1} (descending).
     ckpt/step_XXXXXXXX.pt   checkpoints (model, optimiser, scheduler, RNG states, step, run_config).
+    ckpt/digests.json       sha256, size and mtime of each checkpoint, recorded as it is written.
+    ckpt/manifest.json      a copy of manifest.json (Snakemake deletes the output before rerunning a job).
+    previous/<config_hash>/ earlier runs set aside when the run config changed: ckpt/, history.csv.
 
 Definitions:
 
@@ -33,12 +37,22 @@ Definitions:
 
 Checkpoints are written atomically at the steps of ``checkpoint_steps`` (step 0, log-spaced steps
 so that early steps are resolved, every ``checkpoints.every`` steps, and the last step), each with
-the history written just before it. A rerun resumes from the newest checkpoint whose run config
-matches (``runtime`` and the data path may differ) and continues identically: batch order is a
-function of (seed, epoch), augmentation and global RNG states are restored, so on the CPU the
-losses equal those of an uninterrupted run. A non-finite loss (or non-finite parameters at a
-checkpoint) stops the run with :class:`NonFiniteLossError`; checkpoints already written are
-untouched.
+the history written just before it. A rerun resumes from the newest intact checkpoint and continues
+identically: batch order is a function of (seed, epoch), augmentation and global RNG states are
+restored, so on the CPU the losses equal those of an uninterrupted run. A non-finite loss (or
+non-finite parameters at a checkpoint) stops the run with :class:`NonFiniteLossError`; checkpoints
+already written are untouched.
+
+Integrity and safe reruns (:func:`resume_run`). Every checkpoint's sha256 is recorded when it is
+written (``ckpt/digests.json``) and listed in the manifest; :func:`load_checkpoint` verifies it and
+names the file and the remedy on a mismatch (:class:`CheckpointIntegrityError`). A rerun verifies
+every checkpoint: from the first damaged one on (logged by name), the run is retrained from the
+newest intact checkpoint before it. A rerun whose run config differs (apart from ``runtime`` and
+the data path) from that of the checkpoints present never deletes them: ``ckpt/`` and the history
+are moved to ``previous/<hash of the old config>/`` (logged), and if ``previous/<hash of the new
+config>/`` exists -- the config was changed back -- it is moved into place and the run resumes
+from it (a finished one at once, its manifest restored as it was). ``config_hash`` is
+:func:`config_hash` of the run config.
 
 Random streams: every draw of a run comes from one ``numpy.random.SeedSequence(seed)`` (``seed`` =
 config ``train.seed``) through named children (:class:`RunSeeds`, ``SEED_STREAMS``): ``init``
@@ -56,6 +70,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -70,7 +86,7 @@ import numpy as np
 import torch
 
 from sslkit.config import ConfigError, deep_update
-from sslkit.io import atomic_path, save_json
+from sslkit.io import atomic_path, load_json, save_json, sha256_file
 from sslkit.registry import INITS, METHODS
 from sslkit.training import speedup_variants as speedups
 from sslkit.training.augment import build_augment
@@ -82,6 +98,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NonFiniteLossError",
+    "CheckpointIntegrityError",
+    "config_hash",
+    "verify_checkpoint",
     "TrainResult",
     "resolve_run_config",
     "data_stats",
@@ -104,6 +123,11 @@ _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss (or the parameters) became NaN/inf; the message says where and what to do."""
+
+
+class CheckpointIntegrityError(OSError):
+    """A checkpoint is unreadable or differs from the digest recorded when it was written; the message
+    names the file and the remedy."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +262,12 @@ def _fingerprint(rc: Mapping[str, Any]) -> dict:
     return fp
 
 
+def config_hash(rc: Mapping[str, Any]) -> str:
+    """12 hex digits of the sha256 of the run config's fingerprint (what must match to resume)."""
+    text = json.dumps(_fingerprint(rc), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []
@@ -336,14 +366,96 @@ def _torch_load(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+DIGESTS_FILE = "digests.json"
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _read_digests(run_dir: Path) -> dict[str, dict]:
+    """{checkpoint file name: {"sha256", "bytes", "mtime_ns"}} of ``run_dir/ckpt/digests.json`` ({} if none)."""
+    path = Path(run_dir) / "ckpt" / DIGESTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(load_json(path))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); checkpoints are verified by loading them only", path, exc)
+        return {}
+
+
+def _record_digest(run_dir: Path, path: Path) -> dict:
+    """Hash the checkpoint just written and record it in ``ckpt/digests.json`` (atomically)."""
+    entry = {"sha256": sha256_file(path), **_stamp(path)}
+    digests = _read_digests(run_dir)
+    digests[path.name] = entry
+    save_json(Path(run_dir) / "ckpt" / DIGESTS_FILE, digests)
+    return entry
+
+
+def _integrity_remedy(path: Path) -> str:
+    run_dir = path.parent.parent
+    return (f"Rerun the workflow (`snakemake ...` as before): the train job of {run_dir.name} notices the "
+            f"damaged checkpoint and retrains from the newest intact one before it. Outside the workflow: "
+            f"delete {path} and rerun sslkit.training.engine.train on {run_dir}.")
+
+
+def verify_checkpoint(path: str | os.PathLike, expected: Mapping[str, Any] | None) -> str | None:
+    """What is wrong with checkpoint ``path`` against its recorded ``expected`` {"sha256", "bytes"}
+    (None: nothing, or nothing recorded to compare with)."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path} is missing"
+    if not expected or "sha256" not in expected:
+        return None
+    size = path.stat().st_size
+    if "bytes" in expected and size != int(expected["bytes"]):
+        return f"{path} has {size} bytes, {int(expected['bytes'])} were recorded when it was written"
+    found = sha256_file(path)
+    if found != expected["sha256"]:
+        return f"{path} has sha256 {found[:16]}..., {str(expected['sha256'])[:16]}... was recorded when it was written"
+    return None
+
+
+def _recorded_digest(path: Path) -> dict | None:
+    """The digest of checkpoint ``path`` recorded by its run: the manifest's entry, else ckpt/digests.json."""
+    run_dir = path.parent.parent
+    man = run_dir / "manifest.json"
+    if man.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            for c in load_json(man)["checkpoints"]:
+                if (run_dir / c["path"]).resolve() == path.resolve() and "sha256" in c:
+                    return c
+    return _read_digests(run_dir).get(path.name)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, expected: Mapping[str, Any] | None = None,
+                    verify: bool = True) -> tuple[torch.nn.Module, dict]:
     """``(model, run_config)`` of a checkpoint; the model is in eval mode on ``map_location``.
 
     The model has ``.encoder`` (N x C x H x W -> N x h), ``.projector`` (N x h -> N x d),
     ``.hidden(x)``, ``.embed(x)`` and ``.predictor`` where the method has one. Inputs are images
     normalised as ``sslkit.training.augment.eval_transform(images, run_config)`` does.
+
+    With ``verify`` (default) the file is first checked against ``expected`` ({"sha256", "bytes"}),
+    by default the digest its run recorded (the manifest's entry, else ``ckpt/digests.json``);
+    a mismatch or an unreadable file raises :class:`CheckpointIntegrityError` naming the file and
+    the remedy.
     """
-    ckpt = _torch_load(path, map_location)
+    path = Path(path)
+    if verify:
+        problem = verify_checkpoint(path, expected if expected is not None else _recorded_digest(path))
+        if problem:
+            raise CheckpointIntegrityError(f"damaged checkpoint: {problem}. {_integrity_remedy(path)}")
+    try:
+        ckpt = _torch_load(path, map_location)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointIntegrityError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); the file "
+                                       f"is truncated or damaged. {_integrity_remedy(path)}") from exc
     rc = ckpt["run_config"]
     with torch.random.fork_rng(devices=[]):
         model = build_model(rc)
@@ -610,28 +722,110 @@ def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
 # ---------------------------------------------------------------------------------------------
 
 def discard_checkpoints(run_dir: Path) -> None:
-    """Delete the checkpoints of ``run_dir`` (a run started afresh with ``resume=False``)."""
+    """Delete the checkpoints of ``run_dir`` and their digests (a run started afresh with ``resume=False``;
+    runs of other configs set aside under ``previous/`` are kept)."""
     for _, p in find_checkpoints(run_dir):
         p.unlink()
+    for name in (DIGESTS_FILE, "manifest.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (Path(run_dir) / "ckpt" / name).unlink()
+
+
+def _checkpoints_config(run_dir: Path, device) -> dict | None:
+    """The run config of the newest readable checkpoint of ``run_dir`` (None: none readable)."""
+    for _, path in reversed(find_checkpoints(run_dir)):
+        try:
+            return _torch_load(path, device)["run_config"]
+        except Exception:  # damaged: an older one tells the config as well
+            continue
+    return None
+
+
+def _move_run_files(src: Path, dst: Path) -> list[str]:
+    """Move ``ckpt/`` and ``history.csv`` (and a stray ``manifest.json``) from ``src`` to ``dst``."""
+    moved = []
+    for name in ("ckpt", "history.csv", "manifest.json"):
+        if (src / name).exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            os.replace(src / name, dst / name)
+            moved.append(name)
+    return moved
+
+
+def switch_config_set(plan: RunPlan, device="cpu") -> None:
+    """Set aside checkpoints written with another run config; bring back those of this one.
+
+    ``ckpt/`` and ``history.csv`` of another config go to ``previous/<its config_hash>/`` (nothing
+    is deleted); ``previous/<config_hash(plan.rc)>/``, if there, is moved into place. Both are logged,
+    with the list of the config sets kept under ``previous/``.
+    """
+    run_dir, new = plan.run_dir, config_hash(plan.rc)
+    old_rc = _checkpoints_config(run_dir, device) if find_checkpoints(run_dir) else None
+    if old_rc is not None and config_hash(old_rc) != new:
+        old = config_hash(old_rc)
+        diff = _diff_keys(_fingerprint(old_rc), _fingerprint(plan.rc))
+        dest = run_dir / "previous" / old
+        if dest.exists():  # a stale copy of the same config: keep both
+            os.replace(dest, dest.with_name(f"{old}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        moved = _move_run_files(run_dir, dest)
+        log.warning("the run config of %s changed (%s): its earlier run (config %s: %s) is kept in %s; changing "
+                    "the config back restores it", run_dir, "; ".join(diff[:5]), old, ", ".join(moved), dest)
+    elif old_rc is None and find_checkpoints(run_dir):
+        log.warning("no checkpoint of %s is readable; they are replaced as the run is retrained", run_dir)
+    src = run_dir / "previous" / new
+    if src.is_dir() and not find_checkpoints(run_dir):
+        for name in ("history.csv", "manifest.json"):  # leftovers of a run that never checkpointed
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / name).unlink()
+        moved = _move_run_files(src, run_dir)
+        with contextlib.suppress(OSError):
+            src.rmdir()
+        log.info("restored the earlier run of config %s from %s (%s)", new, src, ", ".join(moved))
+    kept = sorted(p.name for p in (run_dir / "previous").iterdir()) if (run_dir / "previous").is_dir() else []
+    if kept:
+        log.info("runs of other configs kept under %s: %s", run_dir / "previous", ", ".join(kept))
+
+
+def damaged_checkpoints(run_dir: Path) -> list[tuple[int, str]]:
+    """(step, what is wrong) of the checkpoints of ``run_dir`` that differ from their recorded digest."""
+    digests = _read_digests(run_dir)
+    out = []
+    for step, path in find_checkpoints(run_dir):
+        problem = verify_checkpoint(path, digests.get(path.name))
+        if problem:
+            out.append((step, problem))
+    return out
 
 
 def resume_run(state: RunState, plan: RunPlan) -> None:
-    """Continue from the newest readable checkpoint of ``plan.run_dir`` (none: start at step 0).
+    """Continue from the newest intact checkpoint of ``plan.run_dir`` (none: start at step 0).
 
-    A damaged checkpoint is skipped with a warning; one written with another run config (apart
-    from ``runtime`` and the data path) raises ``ConfigError`` naming the differing keys.
+    First the checkpoints of another run config are set aside and those of this one brought back
+    (:func:`switch_config_set`). Then every checkpoint is verified against its recorded digest:
+    from the first damaged one on, checkpoints are not used (each is logged by name; the run is
+    retrained from the newest intact checkpoint before it and rewrites them). An unreadable
+    checkpoint without a digest is skipped likewise.
     """
-    for _, path in reversed(find_checkpoints(plan.run_dir)):
+    switch_config_set(plan, state.device)
+    damaged = damaged_checkpoints(plan.run_dir)
+    for _, problem in damaged:
+        log.warning("damaged checkpoint: %s; it is not used and will be rewritten", problem)
+    first_bad = damaged[0][0] if damaged else None
+    candidates = [(s, p) for s, p in find_checkpoints(plan.run_dir) if first_bad is None or s < first_bad]
+    if first_bad is not None:
+        log.warning("retraining %s from step %d, the newest intact checkpoint before step %d", plan.run_dir,
+                    candidates[-1][0] if candidates else 0, first_bad)
+    for _, path in reversed(candidates):
         try:
             ckpt = _torch_load(path, state.device)
         except Exception as exc:  # a damaged file: fall back to the previous checkpoint
             log.warning("cannot read checkpoint %s (%s); trying an older one", path, exc)
             continue
         diff = _diff_keys(_fingerprint(ckpt["run_config"]), _fingerprint(plan.rc))
-        if diff:
+        if diff:  # mixed configs in one ckpt/ (not written by this engine): set nothing aside, refuse
             raise ConfigError(
-                f"checkpoint {path} was written with a different run config ({'; '.join(diff[:5])}). "
-                f"Delete {path.parent} to train afresh with the new config, or restore the old values.")
+                f"checkpoint {path} was written with a different run config ({'; '.join(diff[:5])}) than "
+                f"the newer checkpoints beside it. Move {path.parent} aside to train afresh.")
         _restore(state, plan, ckpt)
         log.info("resuming %s from step %d (%s)", plan.run_dir, state.start, path)
         return
@@ -708,6 +902,7 @@ def save_checkpoint(state: RunState, plan: RunPlan) -> None:
             "rng": _rng_state(state.aug_gen), "run_config": plan.rc, "log_state": log_state}
     with atomic_path(checkpoint_path(plan.run_dir, step)) as tmp:
         torch.save(ckpt, tmp)
+    _record_digest(plan.run_dir, checkpoint_path(plan.run_dir, step))
     log_rows(state, plan)
 
 
@@ -801,24 +996,56 @@ def at_cadence(state: RunState, plan: RunPlan) -> None:
         save_checkpoint(state, plan)
 
 
+def _manifest_checkpoints(state: RunState, plan: RunPlan) -> list[dict]:
+    """The manifest's checkpoint list: step, times, path, and the sha256 recorded when each was written
+    (computed now for checkpoints written before digests were recorded) with its current size and mtime."""
+    run_dir, digests = plan.run_dir, _read_digests(plan.run_dir)
+    out = []
+    for s, path in find_checkpoints(run_dir):
+        if s not in plan.ckpt_steps:
+            continue
+        digest = digests.get(path.name) or _record_digest(run_dir, path)
+        out.append({"step": s, "t": plan.lr0 * s, "t_eff": _t_eff_of(state.rows, s), "epoch": plan.epoch(s),
+                    "path": str(path.relative_to(run_dir)), "sha256": digest["sha256"], **_stamp(path)})
+    return out
+
+
 def write_manifest(state: RunState, plan: RunPlan, session_wall_s: float, session_cpu_s: float) -> dict:
-    """manifest.json of a finished run (see the module docstring); returns it."""
+    """manifest.json of a finished run (see the module docstring), and its copy ``ckpt/manifest.json``;
+    returns it. A session that trained nothing (the run was finished: resumed or restored at its last
+    step) restores the copy as it was, with fresh file stamps, so the manifest keeps telling how the
+    run was trained."""
     rc, run_dir = plan.rc, plan.run_dir
-    manifest = {
-        "dataset": rc["dataset"], "method": rc["method"], "init": rc["init"], "lr": plan.lr0, "steps": plan.total,
-        "batch_size": plan.batch, "image_size": rc["image_size"],
-        "checkpoints": [{"step": s, "t": plan.lr0 * s, "t_eff": _t_eff_of(state.rows, s), "epoch": plan.epoch(s),
-                         "path": str(checkpoint_path(run_dir, s).relative_to(run_dir))}
-                        for s, _ in find_checkpoints(run_dir) if s in plan.ckpt_steps],
-        "run_config": rc, "history": plan.history_path.name, "complete": True,
-        "device": str(state.device), "precision": state.precision, "resumed_from": state.start,
-        # over all sessions of the run (a resumed run adds the earlier sessions' time up to its
-        # checkpoint); session_*: this process only
-        "wall_time_s": round(state.prior_wall_s + session_wall_s, 3),
-        "cpu_time_s": round(state.prior_cpu_s + session_cpu_s, 3),
-        "session_wall_time_s": round(session_wall_s, 3),
-        "session_cpu_time_s": round(session_cpu_s, 3),
-    }
+    checkpoints = _manifest_checkpoints(state, plan)
+    generation = int(rc["runtime"].get("integrity_generation", 0))
+    copy_path = run_dir / "ckpt" / "manifest.json"
+    saved = None
+    if state.start == plan.total and copy_path.exists():
+        with contextlib.suppress(OSError, ValueError):
+            saved = load_json(copy_path)
+    same = (saved is not None and config_hash(saved.get("run_config", {})) == config_hash(rc)
+            and [(c["step"], c.get("sha256")) for c in saved.get("checkpoints", [])]
+            == [(c["step"], c["sha256"]) for c in checkpoints])
+    if same:
+        manifest = {**saved, "checkpoints": checkpoints, "integrity_generation": generation}
+    else:
+        manifest = {
+            "dataset": rc["dataset"], "method": rc["method"], "init": rc["init"], "lr": plan.lr0,
+            "steps": plan.total, "batch_size": plan.batch, "image_size": rc["image_size"],
+            "checkpoints": checkpoints,
+            "run_config": rc, "config_hash": config_hash(rc), "history": plan.history_path.name, "complete": True,
+            "device": str(state.device), "precision": state.precision, "resumed_from": state.start,
+            # over all sessions of the run (a resumed run adds the earlier sessions' time up to its
+            # checkpoint); session_*: this process only
+            "wall_time_s": round(state.prior_wall_s + session_wall_s, 3),
+            "cpu_time_s": round(state.prior_cpu_s + session_cpu_s, 3),
+            "session_wall_time_s": round(session_wall_s, 3),
+            "session_cpu_time_s": round(session_cpu_s, 3),
+            # the train rule's integrity generation (sslkit.plan.run_integrity): raised by one when the
+            # workflow found a damaged checkpoint, so that Snakemake reruns the job exactly once
+            "integrity_generation": generation,
+        }
+    save_json(copy_path, manifest)
     save_json(run_dir / "manifest.json", manifest)
     return manifest
 
@@ -908,5 +1135,7 @@ def _nan_remedy(run_dir: Path) -> str:
     ck = find_checkpoints(run_dir)
     where = f"the last good checkpoint is {ck[-1][1]}" if ck else "no checkpoint was written"
     return (f"Training stopped; {where} (left intact). Lower the learning rate "
-            f"(methods.<method>.optimizer.lr or the init override) or raise init_scale, then delete "
-            f"{run_dir / 'ckpt'} to restart (or keep it to resume from the last good step).")
+            f"(methods.<method>.optimizer.lr or the init override) or raise init_scale and rerun: the new run "
+            f"config trains afresh from step 0, and the diverged run's checkpoints are moved to "
+            f"{run_dir / 'previous'}/<config hash>/ (restored if the old values come back). Rerunning with "
+            f"the same config resumes from the last good checkpoint and diverges again.")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sslkit.config import ConfigError, load_config
+from sslkit.io import sha256_file
 from sslkit.training import engine as T
 from sslkit.training.augment import eval_transform
 
@@ -106,25 +107,86 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, digits, 
     with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at step 7 of simclr-small") as err:
         T.train(rc, digits, tmp_path / "run")
     assert "step_00000005.pt" in str(err.value) and "learning rate" in str(err.value)
+    assert "trains afresh from step 0" in str(err.value) and "keep it to resume" not in str(err.value)
     assert not (tmp_path / "run" / "manifest.json").exists()
     model, _ = T.load_checkpoint(tmp_path / "run/ckpt/step_00000005.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_changed_config_refuses_to_resume(tmp_path, digits):
+def test_changed_config_sets_the_old_run_aside_and_restores_it(tmp_path, digits):
+    """The issue's probe: a hyperparameter changed and changed back. The first change keeps the old run
+    (under previous/<hash>/) instead of refusing; changing back restores it without a training step."""
     torch.set_num_threads(1)
-    rc = resolve(tiny_config(steps=5), "barlow_twins", digits)
-    T.train(rc, digits, tmp_path / "run", stop_at=5)
+    run = tmp_path / "run"
+    rc = resolve(tiny_config(steps=10), "barlow_twins", digits)
+    first = T.train(copy.deepcopy(rc), digits, run)
+    hist1 = (run / "history.csv").read_text()
+    ck1 = {p.name: p.read_bytes() for _, p in T.find_checkpoints(run)}
     rc2 = copy.deepcopy(rc)
-    rc2["optimizer"]["lr"] = 0.123
-    rc2["lr"] = 0.123
-    with pytest.raises(ConfigError, match=r"optimizer.lr: .* -> 0.123.*Delete"):
-        T.train(rc2, digits, tmp_path / "run")
+    rc2["optimizer"]["lr"] = rc2["lr"] = 0.123
+    second = T.train(copy.deepcopy(rc2), digits, run)
+    assert second.complete and second.start_step == 0 and len(second.losses) == 10
+    assert second.manifest["lr"] == 0.123 and second.manifest["config_hash"] == T.config_hash(rc2)
+    kept = run / "previous" / T.config_hash(rc)
+    assert {"ckpt", "history.csv"} <= {p.name for p in kept.iterdir()}  # (+ manifest.json outside Snakemake)
+    assert (kept / "history.csv").read_text() == hist1
     with pytest.raises(ValueError, match="resolved for 400 images, got 300"):
-        T.train(rc, digits[:300], tmp_path / "run")
+        T.train(rc, digits[:300], run)
+    third = T.train(copy.deepcopy(rc), digits, run)  # changed back: restored at once
+    assert third.complete and third.start_step == 10 and third.losses == {}
+    assert third.manifest == first.manifest
+    assert (run / "history.csv").read_text() == hist1
+    assert {p.name: p.read_bytes() for _, p in T.find_checkpoints(run)} == ck1
+    assert sorted(p.name for p in (run / "previous").iterdir()) == [T.config_hash(rc2)]
     rc3 = copy.deepcopy(rc)
     rc3["runtime"]["progress"] = True   # runtime settings may change between sessions
-    assert T.train(rc3, digits, tmp_path / "run").start_step == 5
+    assert T.train(rc3, digits, run).start_step == 10
+
+
+def test_truncated_checkpoint_in_a_finished_run(tmp_path, digits):
+    """The issue's probe: a truncated checkpoint of a finished run. Loaders name the file; a rerun
+    retrains from the newest intact checkpoint before it and rewrites it identically (CPU)."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    rc = resolve(tiny_config(steps=20), "barlow_twins", digits)
+    first = T.train(copy.deepcopy(rc), digits, run)
+    for c in first.manifest["checkpoints"]:
+        assert c["sha256"] == sha256_file(run / c["path"]) and c["bytes"] == (run / c["path"]).stat().st_size
+    bad = run / "ckpt/step_00000010.pt"
+    good = bad.read_bytes()
+    good_model = torch.load(bad, weights_only=True)["model"]
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(T.CheckpointIntegrityError) as err:
+        T.load_checkpoint(bad)
+    assert str(bad) in str(err.value) and "bytes" in str(err.value) and "Rerun the workflow" in str(err.value)
+    # a same-size corruption of a later checkpoint is caught by its digest
+    later = run / "ckpt/step_00000015.pt"
+    blob = bytearray(later.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    later.write_bytes(bytes(blob))
+    with pytest.raises(T.CheckpointIntegrityError, match="sha256"):
+        T.load_checkpoint(later)
+    again = T.train(copy.deepcopy(rc), digits, run)
+    assert again.start_step == 5 and again.complete
+    rewritten = torch.load(bad, weights_only=True)["model"]  # (the zip records the temporary file's name)
+    assert all(torch.equal(good_model[k], rewritten[k]) for k in good_model)
+    assert {s: again.losses[s] for s in range(5, 20)} == {s: first.losses[s] for s in range(5, 20)}
+    for c in again.manifest["checkpoints"]:
+        assert c["sha256"] == sha256_file(run / c["path"])
+        T.load_checkpoint(run / c["path"])
+
+
+def test_load_checkpoint_without_digest_names_the_file(tmp_path, digits):
+    """A checkpoint with no recorded digest (older runs) that cannot be read: the error names it."""
+    torch.set_num_threads(1)
+    rc = resolve(tiny_config(steps=5), "barlow_twins", digits)
+    T.train(rc, digits, tmp_path / "run")
+    (tmp_path / "run/manifest.json").unlink()
+    (tmp_path / "run/ckpt/digests.json").unlink()
+    path = tmp_path / "run/ckpt/step_00000005.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(T.CheckpointIntegrityError, match=r"cannot read checkpoint .*step_00000005.pt"):
+        T.load_checkpoint(path)
 
 
 def test_resolve_errors_name_the_key(digits):

@@ -89,3 +89,69 @@ def test_smoke_all_methods_through_the_rule(repo, workdir):
     # a second call has nothing to do (the runs are complete)
     r = smk(repo, workdir, "--cores", "2", "--configfile", "smoke.yaml", "-n", "--", *targets)
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+TINY = """
+train:
+  methods: [barlow_twins]
+  inits: [small]
+  steps: 10
+  threads: 1
+  encoder: {arch: resnet18, width: 0.0625, small_stem: true}
+  eval: {batch_size: 64, every: 5, log_points: 0, rank_tol: 0.01, mlflow_top: 4}
+  checkpoints: {log_points: 0, every: 5}
+  progress: false
+methods:
+  barlow_twins:
+    batch_size: 32
+    projector: {hidden: [16], dim: 4, batchnorm: true, last_bias: false}
+"""
+
+
+def test_damaged_checkpoint_and_changed_config_through_the_workflow(repo, tmp_path):
+    """Issue 17's probes through Snakemake: (a) a truncated checkpoint of a finished run is noticed by the
+    workflow itself (the train job reruns and retrains from the newest intact checkpoint; afterwards nothing
+    reruns); (b) a changed hyperparameter keeps the old run, and changing it back restores it without training."""
+    from sslkit.io import load_json
+    from sslkit.training.engine import config_hash, load_checkpoint
+
+    (tmp_path / "config").symlink_to(repo / "config")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    target = "results/train/digits/barlow_twins-small/manifest.json"
+    run = tmp_path / "results/train/digits/barlow_twins-small"
+    base = ("--cores", "1", "--configfile", "tiny.yaml")
+    r = smk(repo, tmp_path, *base, "--", target)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    first = load_json(run / "manifest.json")
+    assert [c["step"] for c in first["checkpoints"]] == [0, 5, 10]
+    # (a) truncate a checkpoint of the finished run
+    bad = run / "ckpt/step_00000005.pt"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    dry = smk(repo, tmp_path, *base, "-n", "--", target)
+    assert dry.returncode == 0 and "rule train:" in dry.stdout, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "step_00000005.pt has 1000 bytes" in dry.stdout + dry.stderr
+    r = smk(repo, tmp_path, *base, "--", target)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    log = (tmp_path / "logs/train/digits/barlow_twins-small.log").read_text()
+    assert "damaged checkpoint" in log and "step_00000005.pt" in log and "from step 0" in log
+    repaired = load_json(run / "manifest.json")
+    assert repaired["integrity_generation"] == 1
+    for c in repaired["checkpoints"]:
+        load_checkpoint(run / c["path"])  # verified against the manifest's sha256
+    dry = smk(repo, tmp_path, *base, "-n", "--", target)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    # (b) change a hyperparameter (a nested --config override), then change it back
+    history = (run / "history.csv").read_text()
+    r = smk(repo, tmp_path, *base, "--config", "methods={barlow_twins: {optimizer: {lr: 0.1}}}", "--", target)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    changed = load_json(run / "manifest.json")
+    assert changed["lr"] == 0.1 and (run / "previous" / repaired["config_hash"] / "ckpt").is_dir()
+    r = smk(repo, tmp_path, *base, "--", target)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    back = load_json(run / "manifest.json")
+    assert back == repaired and (run / "history.csv").read_text() == history
+    assert (run / "previous" / config_hash(changed["run_config"])).is_dir()
+    log = (tmp_path / "logs/train/digits/barlow_twins-small.log").read_text()
+    assert "restored the earlier run" in log
+    dry = smk(repo, tmp_path, *base, "-n", "--", target)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]

@@ -91,3 +91,17 @@ def test_missing_real_dataset_fails_with_remedy(repo, workdir):
     out = r.stdout + r.stderr
     assert "not found" in out and "cifar10-jpeg.tar.gz" in out and "data_dir" in out
     assert not (tmp_path / "results/data/cifar10/manifest.json").exists()
+
+
+def test_nested_config_override_on_the_command_line(repo, workdir):
+    """`--config 'pairs={n: 100}'` through a real snakemake call: typed by the schema, used by the job."""
+    r = smk_in(repo, workdir, "--cores", "1", "--config", "pairs={n: 100, seed: 3}", "--",
+               "results/linear/digits/pairs.npz")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    import numpy as np
+
+    with np.load(workdir / "results/linear/digits/pairs.npz") as z:
+        assert z["X"].shape[0] == 100
+    bad = smk_in(repo, workdir, "-n", "--config", "pairs={n: lots}")
+    assert bad.returncode != 0 and "'pairs.n'" in bad.stdout + bad.stderr
+    assert "--configfile" in bad.stdout + bad.stderr
