@@ -264,7 +264,9 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            # under the lock: creating the client may create the sqlite schema, not safe concurrently
+            with self._locked():
+                self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
     def _experiment_id(self) -> str:
