@@ -27,6 +27,8 @@ def read_benchmarks(root: str | os.PathLike = "benchmarks", paths: Iterable[str 
     for f in files:
         try:
             t = pd.read_csv(f, sep="\t", na_values=["-", "NA"])
+            if "s" not in t.columns:
+                raise ValueError(f"no column 's' (has {list(t.columns)[:5]})")
             rel = f.relative_to(root) if f.is_relative_to(root) else f
             parts = rel.with_suffix("").parts
             row = {"rule": parts[0], "job": "/".join(parts[1:]) or parts[0]}

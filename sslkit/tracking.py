@@ -285,7 +285,9 @@ class Tracker:
             elif self.artifact_root:
                 location = self.artifact_root
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=location)
+                # a model-training experiment: the MLflow UI opens on its runs table, not the GenAI overview
+                return self.client.create_experiment(self.experiment, artifact_location=location,
+                                                     tags={"mlflow.experimentKind": "custom_model_development"})
             except Exception as exc:  # another process created it in between
                 if "already exists" in str(exc).lower() or "resource_already_exists" in str(exc).lower():
                     exp = self.client.get_experiment_by_name(self.experiment)
