@@ -5,8 +5,12 @@
 from snakemake.utils import min_version
 
 import sslkit.config
+import sslkit.tracking
 
 min_version("9.20")
+
+# one id for all jobs of this invocation ($SSLKIT_INVOCATION, kept if set): its MLflow run holds the figures
+sslkit.tracking.ensure_invocation_id()
 
 
 configfile: "config/config.yaml"
@@ -35,9 +39,11 @@ include: "rules/ntk.smk"  # ntk_pairs, ntk_alignment, tables (trained embeddings
 include: "rules/speedups.smk"  # Appendix G speed-ups: speedups_run, speedups_lr, speedups_table, speedups_figure
 include: "rules/noncontrastive.smk"  # BYOL/DirectPred/DirectCopy: noncontrastive_predictor, noncontrastive_summary, noncontrastive_figure
 include: "rules/theory_figures.smk"  # App. F-G theory: theory_fig8, theory_fig9, sharpened_speedup(_table), fig8/fig9 figures
+include: "rules/benchmarks.smk"  # benchmarks_table: compute cost per rule, from every job's benchmark: file
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        rules.benchmarks_table.output.table,

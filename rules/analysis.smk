@@ -17,6 +17,8 @@ rule analyze:
         summary="results/spectra/{dataset}/{method}-{init}.summary.csv",
     log:
         "logs/analyze/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/analyze/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -44,6 +46,8 @@ rule steps:
         steps="results/steps/{dataset}/{method}-{init}.json",
     log:
         "logs/steps/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/steps/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -66,6 +70,8 @@ rule probe:
         probe="results/probe/{dataset}/{method}-{init}.csv",
     log:
         "logs/probe/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/probe/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -97,6 +103,8 @@ rule analysis_table:
         ),
     log:
         "logs/analysis_table/{dataset}.log",
+    benchmark:
+        "benchmarks/analysis_table/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -138,6 +146,8 @@ for fig, (_methods, _inits, run_inputs, figure_keys) in ANALYSIS_FIGURES.items()
             pdf=f"results/figures/{fig}_{{dataset}}.pdf",
         log:
             f"logs/{fig}/{{dataset}}.log",
+        benchmark:
+            f"benchmarks/{fig}/{{dataset}}.tsv"
         conda:
             "../envs/sslkit.yaml"
         threads: 1

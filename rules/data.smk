@@ -10,6 +10,8 @@ rule prepare_data:
         test_y="results/data/{dataset}/test_y.npy",
     log:
         "logs/prepare_data/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_data/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -28,6 +30,8 @@ rule linear_pairs:
         pairs="results/linear/{dataset}/pairs.npz",
     log:
         "logs/linear_pairs/{dataset}.log",
+    benchmark:
+        "benchmarks/linear_pairs/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

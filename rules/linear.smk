@@ -9,6 +9,8 @@ rule linear_sim:
         summary="results/linear/{dataset}/summary.json",
     log:
         "logs/linear_sim/{dataset}.log",
+    benchmark:
+        "benchmarks/linear_sim/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -32,6 +34,8 @@ rule appendix_c:
         summary="results/linear/appendix_c/summary.json",
     log:
         "logs/appendix_c/appendix_c.log",
+    benchmark:
+        "benchmarks/appendix_c/appendix_c.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -62,6 +66,8 @@ rule fig1ab_linear:
         pdf="results/figures/fig1ab_linear_{dataset}.pdf",
     log:
         "logs/fig1ab_linear/{dataset}.log",
+    benchmark:
+        "benchmarks/fig1ab_linear/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -87,6 +93,8 @@ rule fig6_appendix_c:
         pdf="results/figures/fig6_appendix_c.pdf",
     log:
         "logs/fig6_appendix_c/fig6_appendix_c.log",
+    benchmark:
+        "benchmarks/fig6_appendix_c/fig6_appendix_c.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

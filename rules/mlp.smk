@@ -10,6 +10,8 @@ rule mlp_experiment:
         kernels="results/mlp/{dataset}/kernels.npz",
     log:
         "logs/mlp_experiment/{dataset}.log",
+    benchmark:
+        "benchmarks/mlp_experiment/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     # small matrices (2n = 100 points): one thread is faster than two on a shared CPU
@@ -37,6 +39,8 @@ rule mlp_figure:
         pdf="results/figures/fig2ab_mlp_{dataset}.pdf",
     log:
         "logs/mlp_figure/{dataset}.log",
+    benchmark:
+        "benchmarks/mlp_figure/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

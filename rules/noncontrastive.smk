@@ -13,6 +13,8 @@ rule noncontrastive_predictor:
         records="results/noncontrastive/{dataset}/{method}-{init}-predictor.json",
     log:
         "logs/noncontrastive_predictor/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/noncontrastive_predictor/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(EMA_METHODS),
         init="|".join(SSL_INITS),
@@ -38,6 +40,8 @@ rule noncontrastive_summary:
         summary="results/noncontrastive/{dataset}/summary.json",
     log:
         "logs/noncontrastive_summary/{dataset}.log",
+    benchmark:
+        "benchmarks/noncontrastive_summary/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -67,6 +71,8 @@ rule noncontrastive_figure:
         pdf="results/figures/noncontrastive_{dataset}.pdf",
     log:
         "logs/noncontrastive_figure/{dataset}.log",
+    benchmark:
+        "benchmarks/noncontrastive_figure/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

@@ -12,6 +12,8 @@ rule ntk_pairs:
         pairs="results/ntk/{dataset}/pairs.npz",
     log:
         "logs/ntk_pairs/{dataset}.log",
+    benchmark:
+        "benchmarks/ntk_pairs/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -32,6 +34,8 @@ rule ntk_alignment:
         summary="results/ntk/{dataset}/{method}.json",
     log:
         "logs/ntk_alignment/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/ntk_alignment/{dataset}/{method}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
     conda:
@@ -74,6 +78,8 @@ rule tables:
         table2_tex="results/tables/{dataset}/table2.tex",
     log:
         "logs/tables/{dataset}.log",
+    benchmark:
+        "benchmarks/tables/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

@@ -13,6 +13,8 @@ rule speedups_run:
         probe="results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/probe.json",
     log:
         "logs/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.log",
+    benchmark:
+        "benchmarks/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -38,6 +40,8 @@ rule speedups_lr:
         status="results/speedups/{dataset}/lr/{method}-{init}-{variant}-x{factor}/status.json",
     log:
         "logs/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.log",
+    benchmark:
+        "benchmarks/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -70,6 +74,8 @@ rule speedups_table:
         summary="results/speedups/{dataset}/summary.json",
     log:
         "logs/speedups_table/{dataset}.log",
+    benchmark:
+        "benchmarks/speedups_table/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -93,6 +99,8 @@ rule speedups_export:
         ),
     log:
         "logs/speedups_export/speedups.log",
+    benchmark:
+        "benchmarks/speedups_export/speedups.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -117,6 +125,8 @@ rule speedups_figure:
         pdf="results/figures/speedups_{dataset}.pdf",
     log:
         "logs/speedups_figure/{dataset}.log",
+    benchmark:
+        "benchmarks/speedups_figure/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

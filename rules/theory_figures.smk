@@ -11,6 +11,8 @@ rule theory_fig8:
         summary="results/theory/{dataset}/fig8.json",
     log:
         "logs/theory_fig8/{dataset}.log",
+    benchmark:
+        "benchmarks/theory_fig8/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -34,6 +36,8 @@ rule theory_fig9:
         summary="results/theory/{dataset}/fig9.json",
     log:
         "logs/theory_fig9/{dataset}.log",
+    benchmark:
+        "benchmarks/theory_fig9/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -57,6 +61,8 @@ rule sharpened_speedup:
         summary="results/theory/{dataset}/sharpened_speedup.json",
     log:
         "logs/sharpened_speedup/{dataset}.log",
+    benchmark:
+        "benchmarks/sharpened_speedup/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -89,6 +95,8 @@ rule sharpened_speedup_table:
         md="results/tables/{dataset}/sharpened_speedup.md",
     log:
         "logs/sharpened_speedup_table/{dataset}.log",
+    benchmark:
+        "benchmarks/sharpened_speedup_table/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -116,6 +124,8 @@ rule fig8_symmetry_breaking:
         pdf="results/figures/fig8_symmetry_breaking_{dataset}.pdf",
     log:
         "logs/fig8_symmetry_breaking/{dataset}.log",
+    benchmark:
+        "benchmarks/fig8_symmetry_breaking/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -142,6 +152,8 @@ rule fig9_landscapes:
         pdf="results/figures/fig9_landscapes_{dataset}.pdf",
     log:
         "logs/fig9_landscapes/{dataset}.log",
+    benchmark:
+        "benchmarks/fig9_landscapes/{dataset}.tsv"
     conda:
         "../envs/sslkit.yaml"
     threads: 1

@@ -14,6 +14,8 @@ rule train:
         manifest="results/train/{dataset}/{method}-{init}/manifest.json",
     log:
         "logs/train/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/train/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
@@ -47,6 +49,8 @@ rule train_curves:
         pdf="results/train/{dataset}/{method}-{init}/curves.pdf",
     log:
         "logs/train_curves/{dataset}/{method}-{init}.log",
+    benchmark:
+        "benchmarks/train_curves/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),

@@ -70,3 +70,63 @@ def test_config_hash_and_flatten():
     assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": 3}) == {"a.b": 1, "a.c.d": [1, 2], "e": 3}
+
+
+def test_progress_prints_about_every_tenth_with_rate_and_eta():
+    import io
+
+    from sslkit.rule_script import Progress
+
+    now = [0.0]
+    out = io.StringIO()
+    p = Progress("train digits/x", 200, "step", start=40, stream=out, clock=lambda: now[0])
+    for k in range(41, 201):
+        now[0] = float(k - 40)  # one second per step
+        p.update(k)
+    lines = out.getvalue().splitlines()
+    # buckets of 20 steps from the resume point 40: 60, 80, ..., 200
+    assert [int(x.split("step ")[1].split("/")[0]) for x in lines] == list(range(60, 201, 20))
+    # 20 steps in 20 s -> 1 step/s; 140 steps left -> ETA 140 s = 2.3 min
+    assert lines[0] == "train digits/x: step 60/200 (30%), 1 step/s, ETA 2.3 min"
+    assert lines[-1].startswith("train digits/x: step 200/200 (100%)") and lines[-1].endswith("ETA 0 s")
+    assert list(Progress("a", 3, "item", stream=out).wrap("xyz")) == ["x", "y", "z"]
+
+
+def test_dataset_digest_and_run_config_hash():
+    from sslkit.tracking import dataset_digest, run_config_hash
+
+    m = {"splits": {"train": {"sha256": "a", "labels_sha256": "b"}, "test": {"sha256": "c", "labels_sha256": "d"}}}
+    assert dataset_digest(m, ["train"]) != dataset_digest(m)
+    assert dataset_digest(m, ["train"]) == dataset_digest({**m, "splits": {"train": m["splits"]["train"]}})
+    assert dataset_digest({**m, "digest": "xyz"}) == "xyz"
+    rc = {"lr": 0.1, "runtime": {"device": "cpu"}, "data": {"n_train": 5, "dir": "/a"}}
+    same = {"lr": 0.1, "runtime": {"device": "cuda"}, "data": {"n_train": 5, "dir": "/b"}}
+    assert run_config_hash(rc) == run_config_hash(same) != run_config_hash({**rc, "lr": 0.2})
+
+
+def test_job_runs_nest_under_the_invocation_run_and_attach_shares_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLKIT_INVOCATION", "inv-1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    kw = {"uri": uri, "artifact_root": str(tmp_path / "a")}
+    with Tracker("job", {"rule": "linear_sim"}, **kw) as job:
+        job.log_params({"n": 1})
+        job.log_params({"n": 1})          # idempotent
+        job.log_params({"n": 2})          # a changed value becomes a tag, not an error
+    art = tmp_path / "fig.png"
+    art.write_bytes(b"png")
+    figs = []
+    for name in ("fig1", "fig3"):
+        with Tracker(name, {"rule": name}, kind="attach", prefix=name, artifact_dir=name, **kw) as fig:
+            fig.log_artifact(art)
+            fig.log_metrics({"x": 1.0})
+            figs.append(fig.run_id)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    inv = client.get_run(figs[0])
+    assert figs[0] == figs[1] and inv.data.tags["sslkit.kind"] == "invocation"
+    assert sorted(a.path for a in client.list_artifacts(figs[0])) == ["fig1", "fig3"]
+    assert set(inv.data.metrics) == {"fig1/x", "fig3/x"}
+    run = client.get_run(job.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == figs[0] and run.data.params["n"] == "1"
+    assert run.data.tags["param_changed.n"] == "1 -> 2"

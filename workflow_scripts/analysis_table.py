@@ -6,7 +6,7 @@ from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     rows = []
     for run, steps_path, probe_path in zip(snakemake.params.runs, snakemake.input.steps, snakemake.input.probe):
         s = load_json(steps_path)

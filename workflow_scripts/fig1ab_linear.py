@@ -5,7 +5,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz.plots import fig1ab_linear, save_figure
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     z = np.load(snakemake.input.trajectory)
     s = load_json(snakemake.input.summary)
     title = (f"{snakemake.params.title}: n = {s['n']}, m = {s['m']}, d = {s['d']}, "

@@ -9,7 +9,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     manifest_path, = snakemake.input.manifests
     history = pd.read_csv(Path(manifest_path).parent / load_json(manifest_path)["history"])
     table = spectrum.read_table(snakemake.input.spectra[0])

@@ -9,7 +9,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     labels = snakemake.params.labels
     histories, tables, spaces, times = {}, {}, {}, {}
     for lab, man, spec, st in zip(labels, snakemake.input.manifests, snakemake.input.spectra, snakemake.input.steps):

@@ -5,7 +5,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     tables, bands, spaces = {}, {}, {}
     for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
         steps = load_json(st)

@@ -5,7 +5,7 @@ import pandas as pd
 from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     probes = {}
     for lab, run, path in zip(snakemake.params.labels, snakemake.params.runs, snakemake.input.probe):
         probes.setdefault(lab, {})[run.split("-")[1]] = pd.read_csv(path)

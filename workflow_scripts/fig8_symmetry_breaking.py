@@ -5,7 +5,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz.plots import fig8_symmetry_breaking, save_figure
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     z = dict(np.load(snakemake.input.trajectory))
     s = load_json(snakemake.input.summary)
     fig = fig8_symmetry_breaking(z, s, title=snakemake.params.title)

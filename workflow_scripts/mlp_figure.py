@@ -5,7 +5,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz.plots import fig2ab_mlp, save_figure, style
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     traj = dict(np.load(snakemake.input.trajectory))
     summary = load_json(snakemake.input.summary)
     with style():

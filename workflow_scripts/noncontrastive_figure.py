@@ -4,7 +4,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz.plots import noncontrastive_figure, save_figure, style
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     summary = load_json(snakemake.input.summary)
     records = {m: load_json(p)["records"] for m, p in zip(summary["methods"], snakemake.input.records)}
     spectra = {m: read_table(p) for m, p in zip(summary["methods"], snakemake.input.spectra)}

@@ -6,16 +6,19 @@ import numpy as np
 import torch
 
 from sslkit.io import load_json, save_json, save_npz
-from sslkit.rule_script import script_run
+from sslkit.rule_script import Progress, script_run
 from sslkit.theory.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
 from sslkit.theory.ntk import plan_chunks
 from sslkit.training.engine import load_checkpoint, select_device
 
-with script_run(snakemake) as (tracker, config):
+manifest = load_json(snakemake.input.run)
+model = f"{snakemake.wildcards.dataset}/{manifest['method']}-{manifest['init']}"
+with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]) as (tracker, config):
     s = snakemake.params.ntk
     out = snakemake.output
     run_dir = Path(snakemake.input.run).parent
-    manifest = load_json(snakemake.input.run)
+    # phases: the eNTK and the alignments (network_alignment), the penultimate features, the outputs
+    progress = Progress(f"ntk_alignment {model}", 3, "phase")
     ck = manifest["checkpoints"][-1]
     device = select_device(s["device"])
     model, rc = load_checkpoint(run_dir / ck["path"], map_location=device)
@@ -38,10 +41,12 @@ with script_run(snakemake) as (tracker, config):
     arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
                                         device=str(device), batch_size=int(s["batch_size"]),
                                         random_trials=int(s["random_trials"]), seed=int(s["seed"]))
+    progress.advance()
     stats = summary["ntk"]
     # context for the d/2n baseline: the embeddings are computed from h penultimate features
     hidden = network_embeddings(model.encoder, points, batch_size=int(s["batch_size"]), device=str(device))
     summary.update(feature_baselines(arrays["P_exp"], hidden))
+    progress.advance()
     summary.update({
         "method": rc["method"],
         "run": str(run_dir),
@@ -62,8 +67,9 @@ with script_run(snakemake) as (tracker, config):
     })
     save_npz(out.arrays, **{k: arrays[k] for k in ARRAY_KEYS}, gamma=arrays["gamma"], index=pairs["index"])
     save_json(out.summary, summary)
-    tracker.log_metrics({k: summary[k] for k in ("a_exp_th", "a_exp_ntk", "a_th_ntk", "random_analytic",
-                                                 "random_empirical", "ntk_time_s")})
+    progress.advance()
+    tracker.log_summary({k: summary[k] for k in ("a_exp_th", "a_exp_ntk", "a_th_ntk", "random_analytic",
+                                                 "random_empirical", "ntk_time_s")}, "ntk")
     if summary["ntk_peak_mb"] is not None:
         tracker.log_metrics({"ntk_peak_mb": summary["ntk_peak_mb"]})
     tracker.log_artifacts([out.summary])

@@ -8,7 +8,7 @@ from sslkit.io import atomic_path, load_json
 from sslkit.rule_script import script_run
 from sslkit.theory.landscape_experiments import resnet_comparison
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     linear = pd.read_csv(snakemake.input.linear)
     factors = pd.read_csv(snakemake.input.factors)
     # initial eigenvalues of C of the ResNet baseline runs (median over seeds, per init)

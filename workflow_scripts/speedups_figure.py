@@ -5,7 +5,7 @@ from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz.plots import save_figure, speedups_figure, style
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     curves = pd.read_csv(snakemake.input.curves)
     factors = pd.read_csv(snakemake.input.factors)
     summary = load_json(snakemake.input.summary)

@@ -8,7 +8,8 @@ from sslkit.rule_script import script_run
 from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, train
 
 wc = snakemake.wildcards
-with script_run(snakemake, log_params={}) as (tracker, config):
+model = f"{wc.dataset}/speedups/{wc.method}-{wc.init}-{wc.variant}-s{wc.seed}"
+with script_run(snakemake, log_params={}, model=model) as (tracker, config):
     data_dir = Path(snakemake.input.data).parent
     splits = list(config["train"]["splits"])
     images = load_training_images(data_dir, splits)
@@ -16,7 +17,6 @@ with script_run(snakemake, log_params={}) as (tracker, config):
     rc = resolve_variant_run(config, wc.method, wc.init, wc.variant, int(wc.seed), stats, wc.dataset)
     rc["runtime"]["progress"] = False
     run_dir = Path(snakemake.output.manifest).parent
-    tracker.set_tags({"experiment": "speedups", "variant": wc.variant})
     try:
         result = train(rc, images, run_dir, tracker, resume=bool(config["train"]["resume"]))
     except NonFiniteLossError as exc:
@@ -27,9 +27,11 @@ with script_run(snakemake, log_params={}) as (tracker, config):
             "dataset": wc.dataset, "method": wc.method, "init": wc.init, "lr": rc["lr"], "steps": rc["steps"],
             "complete": False, "diverged": True, "error": str(exc), "history": "history.csv",
             "checkpoints": [], "run_config": rc})
-        tracker.set_tags({"diverged": "true"})
+        tracker.set_tags({"experiment": "speedups", "variant": wc.variant, "diverged": "true"})
     else:
         probe = probe_final(result.manifest, run_dir, data_dir, config["analysis"]["probe"])
         save_json(snakemake.output.probe, probe)
-        tracker.log_metrics({"probe_linear_acc": probe["linear_acc"], "probe_knn_acc": probe["knn_acc"]},
+        tracker.set_tags({"experiment": "speedups", "variant": wc.variant})
+        tracker.log_dataset(snakemake.input.data, splits)
+        tracker.log_metrics({"probe/linear_acc": probe["linear_acc"], "probe/knn_acc": probe["knn_acc"]},
                             rc["steps"])

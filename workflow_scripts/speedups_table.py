@@ -9,7 +9,7 @@ from sslkit.io import atomic_path, load_json, save_json
 from sslkit.rule_script import script_run
 from sslkit.training.engine import read_history
 
-with script_run(snakemake, log_params={"ks": snakemake.params.ks}) as (tracker, config):
+with script_run(snakemake, log_params={"ks": snakemake.params.ks}, attach=True) as (tracker, config):
     ks = [int(k) for k in snakemake.params.ks]
     sp = snakemake.params.steps
     runs = []

@@ -7,8 +7,8 @@ from sslkit.analysis import spectra as spectrum
 from sslkit.io import save_json
 from sslkit.rule_script import script_run
 
-with script_run(snakemake) as (tracker, config):
-    wc = snakemake.wildcards
+wc = snakemake.wildcards
+with script_run(snakemake, parent_model=f"{wc.dataset}/{wc.method}-{wc.init}") as (tracker, config):
     table = spectrum.read_table(snakemake.input.spectra)
     res = analysis.steps_from_table(table, wc.method, snakemake.params.steps)
     t = np.unique(table["t"].to_numpy())
@@ -19,10 +19,10 @@ with script_run(snakemake) as (tracker, config):
     def num(x):
         return float("nan") if x is None else float(x)
 
-    tracker.log_metrics({
+    tracker.log_summary({
         "n_steps": res["n_steps"], "sequential": num(res["sequential"]),
         "sequential_fraction": num(res["embedding"]["sequential_fraction"]),
         "hidden_coincidence": num(res["hidden_coincidence"]), "hidden_coverage": num(res["hidden_coverage"]),
         "hidden_n_steps": num(res["hidden"]["n_steps"]) if res["hidden"] else float("nan"),
-    })
+    }, "steps")
     tracker.log_artifacts([snakemake.output.steps])

@@ -12,7 +12,7 @@ def write(path, text):
         tmp.write_text(text)
 
 
-with script_run(snakemake) as (tracker, config):
+with script_run(snakemake, attach=True) as (tracker, config):
     methods = list(snakemake.params.methods)
     out = snakemake.output
     summaries = {m: load_json(p) for m, p in zip(methods, snakemake.input.summaries)}

@@ -5,7 +5,7 @@ from sslkit.rule_script import script_run
 from sslkit.training.engine import data_stats, load_training_images, resolve_run_config, train
 
 wc = snakemake.wildcards
-with script_run(snakemake, log_params={}) as (tracker, config):
+with script_run(snakemake, log_params={}, model=f"{wc.dataset}/{wc.method}-{wc.init}") as (tracker, config):
     data_dir = Path(snakemake.input.data).parent
     splits = list(config["train"]["splits"])
     images = load_training_images(data_dir, splits)
@@ -16,4 +16,5 @@ with script_run(snakemake, log_params={}) as (tracker, config):
     run_config["runtime"]["integrity_generation"] = int(snakemake.params.run.get("integrity_generation", 0))
     result = train(run_config, images, Path(snakemake.output.manifest).parent, tracker,
                    resume=bool(config["train"]["resume"]))
-    tracker.log_metrics({"resumed_from_step": result.start_step})
+    tracker.log_metrics({"train/resumed_from_step": result.start_step})
+    tracker.log_dataset(snakemake.input.data, splits)

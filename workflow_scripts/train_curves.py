@@ -6,8 +6,10 @@ from sslkit.rule_script import script_run
 from sslkit.training.engine import read_history
 from sslkit.viz.plots import save_figure, style, training_curves
 
-with script_run(snakemake) as (tracker, config):
-    manifest = load_json(snakemake.input.manifest)
+wc = snakemake.wildcards
+manifest = load_json(snakemake.input.manifest)
+with script_run(snakemake, parent_model=f"{wc.dataset}/{wc.method}-{wc.init}",
+                run_config=manifest["run_config"]) as (tracker, config):
     history = read_history(Path(snakemake.input.manifest).parent / manifest["history"])
     with style():
         fig = training_curves(history, manifest["method"], title=snakemake.params.title)

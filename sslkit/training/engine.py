@@ -655,7 +655,9 @@ class RunState:
     rows: list[dict] = field(default_factory=list)              # the history
     pending: list[dict] = field(default_factory=list)           # rows not yet sent to the tracker
     losses: dict[int, float] = field(default_factory=dict)      # training loss of each step run here
-    bar: Any = None                     # tqdm progress bar or None
+    bar: Any = None                     # progress: tqdm bar in the log and/or console lines, or None
+    tracking_run_id: str | None = None  # the MLflow run of the model (stored in checkpoints' log_state)
+    logged_through: int = -1            # the last step whose history row the tracker already has
 
     @property
     def lr(self) -> float:
@@ -841,6 +843,7 @@ def _restore(state: RunState, plan: RunPlan, ckpt: Mapping[str, Any]) -> None:
     ls = ckpt["log_state"]
     state.loss_sum, state.loss_count = float(ls["loss_sum"]), int(ls["loss_count"])
     state.prior_wall_s, state.prior_cpu_s = float(ls["wall_s"]), float(ls["cpu_s"])
+    state.tracking_run_id = ls.get("mlflow_run_id")
     if state.start > 0 and plan.history_path.exists():
         # the history written with this checkpoint ends with the row of step `start`
         state.rows = [r for r in read_history(plan.history_path).to_dict("records") if r["step"] <= state.start]
@@ -895,7 +898,8 @@ def save_checkpoint(state: RunState, plan: RunPlan) -> None:
             f"no checkpoint written. {_nan_remedy(plan.run_dir)}")
     _write_history(plan.history_path, state.rows)
     log_state = {"loss_sum": state.loss_sum, "loss_count": state.loss_count,
-                 "wall_s": state.prior_wall_s + state.wall_s(), "cpu_s": state.prior_cpu_s + state.cpu_s()}
+                 "wall_s": state.prior_wall_s + state.wall_s(), "cpu_s": state.prior_cpu_s + state.cpu_s(),
+                 "mlflow_run_id": getattr(state.tracker, "run_id", None) or state.tracking_run_id}
     ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "t": plan.lr0 * step, "t_eff": state.t_eff,
             "epoch": plan.epoch(step), "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
@@ -906,49 +910,116 @@ def save_checkpoint(state: RunState, plan: RunPlan) -> None:
     log_rows(state, plan)
 
 
-#: history columns sent to the tracker (plus the top ``eval.mlflow_top`` eigenvalues of C and cov)
+#: history columns sent to the tracker, as metrics ``train/<column>`` (plus the top ``eval.mlflow_top``
+#: eigenvalues of C and cov, as ``eig_C/00``, ``eig_cov/00``, ...: the MLflow UI groups charts by prefix)
 _TRACKED = ("loss", "loss_eval", "lr", "images_per_s", "rank", "t", "t_eff", "epoch")
+#: the metric whose last step tells how far the tracker has the history
+_PROBE_METRIC = "train/loss_eval"
+
+
+def metric_names(top: int) -> dict[str, str]:
+    """History column -> MLflow metric name, for the tracked columns and ``top`` eigenvalues."""
+    width = max(2, len(str(max(top - 1, 0))))
+    names = {k: f"train/{k}" for k in _TRACKED}
+    for j in range(top):
+        names[f"eig_C_{j}"] = f"eig_C/{j:0{width}d}"
+        names[f"eig_cov_{j}"] = f"eig_cov/{j:0{width}d}"
+    return names
 
 
 def log_rows(state: RunState, plan: RunPlan) -> None:
-    """Send the rows recorded since the last call to the tracker, one batched call per step list."""
+    """Send the rows recorded since the last call to the tracker, one batched call per step list.
+
+    Rows of steps the tracker already has (``state.logged_through``: an earlier session got further
+    than its last checkpoint) are not sent again, so a resumed run's metric history has each step once.
+    """
     if state.tracker is None or not state.pending:
         return
-    top = int(plan.rc["eval"].get("mlflow_top", 32))
-    keys = [*_TRACKED, *(f"eig_C_{j}" for j in range(top)), *(f"eig_cov_{j}" for j in range(top))]
+    names = metric_names(int(plan.rc["eval"].get("mlflow_top", 32)))
     values: dict[str, list[float]] = {}
     steps_of: dict[str, list[int]] = {}
     for r in state.pending:
-        for k in keys:
+        if int(r["step"]) <= state.logged_through:
+            continue
+        for k, name in names.items():
             v = r.get(k)
             if v is not None and math.isfinite(float(v)):
-                values.setdefault(k, []).append(float(v))
-                steps_of.setdefault(k, []).append(int(r["step"]))
+                values.setdefault(name, []).append(float(v))
+                steps_of.setdefault(name, []).append(int(r["step"]))
     groups: dict[tuple, dict[str, list[float]]] = {}
     for k in values:  # one batched MLflow call per distinct step list (usually one or two)
         groups.setdefault(tuple(steps_of[k]), {})[k] = values[k]
     for steps, series in groups.items():
         state.tracker.log_series(series, list(steps))
+    state.logged_through = max([state.logged_through, *(int(r["step"]) for r in state.pending)])
     state.pending.clear()
 
 
 def start_tracking(state: RunState, plan: RunPlan) -> None:
-    """Log the run config as parameters and device/precision/resume point as tags."""
-    if state.tracker is None:
+    """Open the model's MLflow run and log the run config as parameters, device/precision/resume point as tags.
+
+    With a model tracker (``Tracker(kind="model")``, from ``script_run(model=...)``) the run is the
+    one stored in the resumed checkpoint (else found by model key and run-config hash, else new);
+    the history rows up to the resume step that it lacks (a session killed between checkpoint and
+    logging, a wiped store) are sent now, so that its metric history is complete and has no gap.
+    """
+    tracker = state.tracker
+    if tracker is None:
         return
-    state.tracker.log_params({"run": {k: v for k, v in plan.rc.items() if k not in ("data",)}})
-    state.tracker.log_params({"data": plan.rc["data"]})
-    state.tracker.set_tags({"device": str(state.device), "precision": state.precision, "resumed_from": state.start})
+    if getattr(tracker, "kind", None) == "model":
+        from sslkit.tracking import run_config_hash
+
+        state.tracking_run_id = tracker.open_model(run_config_hash(plan.rc), state.tracking_run_id,
+                                                   fresh=state.start == 0)
+        last = tracker.last_step(_PROBE_METRIC)
+        state.logged_through = -1 if last is None else int(last)
+        state.pending = [r for r in state.rows if int(r["step"]) > state.logged_through]
+    data = {k: v for k, v in plan.rc["data"].items() if k != "dir"}
+    # params cannot change in MLflow: what may differ between sessions (runtime, data path) are tags
+    tracker.log_params({"run": {k: v for k, v in plan.rc.items() if k not in ("data", "runtime")}})
+    tracker.log_params({"data": data})
+    tracker.set_tags({"device": str(state.device), "precision": state.precision, "resumed_from": state.start,
+                      **{f"runtime.{k}": v for k, v in plan.rc["runtime"].items()},
+                      "data.dir": plan.rc["data"].get("dir", "")})
+    log_rows(state, plan)
 
 
-def _progress_bar(plan: RunPlan, initial: int):
-    if not plan.rc["runtime"].get("progress", True):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=plan.total, initial=initial, desc=plan.name, mininterval=2.0, dynamic_ncols=True)
+class _Progress:
+    """The tqdm bar (in the job's log, if ``runtime.progress``) and the console lines of a run."""
+
+    def __init__(self, plan: RunPlan, initial: int, model: str | None = None):
+        from sslkit.rule_script import Progress
+
+        self.bar = None
+        if plan.rc["runtime"].get("progress", True):
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=plan.total, initial=initial, desc=plan.name, mininterval=2.0,
+                                dynamic_ncols=True)
+            except ImportError:  # pragma: no cover
+                pass
+        label = "train " + (model or f"{plan.rc.get('dataset')}/{plan.name}")
+        self.console = Progress(label, plan.total, "step", start=initial)
+        self.step = initial
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+        self.step += n
+        self.console.update(self.step)
+
+    def set_postfix(self, **kwargs) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**kwargs)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(plan: RunPlan, initial: int, model: str | None = None) -> _Progress:
+    return _Progress(plan, initial, model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1061,7 +1132,7 @@ def finish(state: RunState, plan: RunPlan) -> TrainResult:
     result.complete = True
     if state.tracker is not None:
         log_rows(state, plan)
-        state.tracker.log_metrics({"train_wall_time_s": result.wall_time_s, "train_cpu_time_s": result.cpu_time_s},
+        state.tracker.log_metrics({"train/wall_time_s": result.wall_time_s, "train/cpu_time_s": result.cpu_time_s},
                                   plan.total)
         state.tracker.log_artifacts([plan.history_path, plan.run_dir / "manifest.json"])
     return result
@@ -1108,7 +1179,7 @@ def train(run_config: dict, images: np.ndarray, run_dir: str | os.PathLike, trac
     start_tracking(state, plan)
     # a resumed run has the row and checkpoint of its start step already
     resumed_row = state.start > 0 and any(r["step"] == state.start for r in state.rows)
-    state.bar = _progress_bar(plan, state.start)
+    state.bar = _progress_bar(plan, state.start, getattr(tracker, "model", None))
     state.model.train()
     state.row_time, state.row_step = time.perf_counter(), state.start
     while True:

@@ -152,9 +152,13 @@ def test_mlp_experiment_rule_end_to_end(repo, tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow.db")
     exp = client.get_experiment_by_name("stepwise-ssl")
-    runs = {r.data.tags["rule"]: r for r in client.search_runs([exp.experiment_id])}
-    assert {"mlp_experiment", "mlp_figure"} <= set(runs)
+    runs = {r.data.tags.get("rule"): r for r in client.search_runs([exp.experiment_id])}
+    assert "mlp_experiment" in runs
     run = runs["mlp_experiment"]
+    # the figure is attached to the run of the workflow invocation, the parent of the experiment's run
+    inv = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert inv.data.tags["sslkit.kind"] == "invocation"
+    assert [a.path for a in client.list_artifacts(inv.info.run_id)] == ["mlp_figure"]
     assert "alignment_exp_th_final" in run.data.metrics and run.data.params["mlp.width"] == "64"
     hist = client.get_metric_history(run.info.run_id, "eigenvalue_1")
     assert len(hist) == len(traj["t"])

@@ -84,7 +84,7 @@ def test_smoke_all_methods_through_the_rule(repo, workdir):
     exp = client.get_experiment_by_name("stepwise-ssl")
     runs = [x for x in client.search_runs([exp.experiment_id]) if x.data.tags["rule"] == "train"]
     assert sorted(x.data.tags["wildcards.method"] for x in runs) == sorted(METHODS)
-    hist = client.get_metric_history(runs[0].info.run_id, "eig_cov_0")
+    hist = client.get_metric_history(runs[0].info.run_id, "eig_cov/00")
     assert sorted(x.step for x in hist) == [0, 1, 4, 5, 10, 15, 20]
     # a second call has nothing to do (the runs are complete)
     r = smk(repo, workdir, "--cores", "2", "--configfile", "smoke.yaml", "-n", "--", *targets)

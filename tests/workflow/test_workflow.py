@@ -78,8 +78,9 @@ def test_data_stage_runs_in_fresh_workdir(repo, workdir):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow.db")
     exp = client.get_experiment_by_name("stepwise-ssl")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], "tags.`sslkit.kind` = 'job'")
     assert sorted(r.data.tags["rule"] for r in runs) == ["linear_pairs", "prepare_data"]
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1  # one invocation
     assert all(r.data.tags["wildcards.dataset"] == "digits" and r.data.tags["config_hash"] for r in runs)
 
 

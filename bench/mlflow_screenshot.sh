@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Screenshot of the MLflow UI (the runs table of the experiment) of a workflow's results, in headless chromium.
+# Usage: bench/mlflow_screenshot.sh [results/mlflow.db] [out.png] [port]
+# Needs: chromium (Debian: apt-get install -y chromium) and the project's venv (mlflow). Filters the table to
+# the model runs (tags.sslkit.kind = 'model'): one row per trained model, with params and final metrics.
+set -euo pipefail
+DB=$(realpath "${1:-results/mlflow.db}")
+OUT=$(realpath -m "${2:-mlflow_ui.png}")
+PORT=${3:-5077}
+PY=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
+[ -x "$PY" ] || PY=python
+[ -f "$DB" ] || { echo "no MLflow store at $DB (run the workflow first)" >&2; exit 1; }
+CHROME=$(command -v chromium || command -v chromium-browser || true)
+[ -n "$CHROME" ] || { echo "chromium not found: apt-get install -y chromium" >&2; exit 1; }
+TMP=$(mktemp -d)
+"$PY" -m mlflow server --backend-store-uri "sqlite:///$DB" --host 127.0.0.1 --port "$PORT" --workers 1 \
+    >"$TMP/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
+for _ in $(seq 120); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
+    kill -0 $SERVER 2>/dev/null || { cat "$TMP/server.log" >&2; exit 1; }
+    sleep 1
+done
+EXP=$("$PY" - "$DB" <<'PYEOF'
+import sys
+from mlflow.tracking import MlflowClient
+exp = MlflowClient(f"sqlite:///{sys.argv[1]}").get_experiment_by_name("stepwise-ssl")
+print(exp.experiment_id if exp else 0)
+PYEOF
+)
+FILTER=$("$PY" -c "import urllib.parse; print(urllib.parse.quote(\"tags.\`sslkit.kind\` = 'model'\"))")
+URL="http://127.0.0.1:$PORT/#/experiments/$EXP/runs?searchFilter=$FILTER&compareRunsMode=TABLE"
+echo "$URL"
+"$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+    --disable-component-update --disable-sync --user-data-dir="$TMP/profile" --virtual-time-budget=20000 \
+    --window-size=${WIDTH:-3200},1000 --screenshot="$OUT" "$URL" 2>"$TMP/chrome.log" || { cat "$TMP/chrome.log" >&2; exit 1; }
+echo "screenshot: $OUT"
