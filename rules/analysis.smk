@@ -155,7 +155,10 @@ for fig, (_methods, _inits, run_inputs, figure_keys) in ANALYSIS_FIGURES.items()
             mem_mb=1000,
         params:
             **{key: config["analysis"]["figures"][key] for key in figure_keys},
+            figure=fig,
             runs=figure_runs(fig),
             labels=method_labels(figure_runs(fig)),
+        # the script path is formatted when the job runs, so it names the figure through params
+        # (a loop variable there would be read after the loop, i.e. always the last figure)
         script:
-            f"../workflow_scripts/{fig}.py"
+            "../workflow_scripts/{params.figure}.py"
