@@ -55,7 +55,10 @@ def test_slurm_profile_plans_every_rule_of_the_paper_config(slurm_dry_run):
     rules = set(r.stdout.split()) - {"all"}
     # every rule of the workflow that the paper config targets is planned; none is local-only
     # beyond-the-paper experiments (speedups, noncontrastive) are off in paper.yaml's rule all
-    extra = {n for n in rules if n.startswith(("speedups_", "noncontrastive_"))}
+    # (speedups, noncontrastive) and the linear-model theory figures (theory_figures.in_all: false there)
+    theory = {"theory_fig8", "theory_fig9", "sharpened_speedup", "sharpened_speedup_table",
+              "fig8_symmetry_breaking", "fig9_landscapes"}
+    extra = {n for n in rules if n.startswith(("speedups_", "noncontrastive_"))} | theory
     assert rules - planned <= extra
     # 3 methods x (small, standard, and the App. E "ntk" init that Tables 1-2 use at paper scale)
     assert sum(name == "train" for name, _ in jobs) == 9
