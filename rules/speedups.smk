@@ -90,7 +90,7 @@ rule speedups_table:
 
 rule speedups_export:
     input:
-        table=expand(rules.speedups_table.output.table, dataset=DATASET),
+        table=expand(rules.speedups_table.output.table, dataset=DATASET)[0],
     output:
         table=report(
             "results/tables/speedups.csv",

@@ -102,7 +102,8 @@ def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
     Cheap (one JSON read and a ``stat`` per checkpoint): every checkpoint listed in the run's
     ``manifest.json`` (or its copy ``ckpt/manifest.json``) must exist with the size and mtime
     recorded there. Returns the manifest's ``integrity_generation`` (0 when there is no manifest
-    yet) when they do, one more when one is missing, truncated or rewritten: the parameter
+    yet) when they do, or when none is present at all (an archived run: figures and tables need
+    only its small outputs), and one more when one is missing, truncated or rewritten: the parameter
     changes, so Snakemake reruns the train job, which verifies the checkpoints' sha256, retrains
     from the newest intact one and writes the new generation into the manifest -- so the next
     call returns the value the job ran with and nothing reruns again. ``report``: called with a
@@ -123,8 +124,17 @@ def run_integrity(manifest_path: str | os.PathLike, report=None) -> int:
     if manifest is None:
         return 0
     generation = int(manifest.get("integrity_generation", 0) or 0)
+    listed = manifest.get("checkpoints", [])
+    present = [c for c in listed if (path.parent / c["path"]).exists()]
+    if listed and not present:
+        # every checkpoint gone (moved away or deleted to free disk): an archived run, not a damaged
+        # one. Figures and tables need only its small outputs; nothing is retrained for them.
+        (report or (lambda m: print(m, file=sys.stderr)))(
+            f"training run {path.parent}: no checkpoint is present (archived?); jobs that need them fail "
+            f"naming the file. To train it again: snakemake --forcerun train -- {path}")
+        return generation
     problems = []
-    for c in manifest.get("checkpoints", []):
+    for c in listed:
         f = path.parent / c["path"]
         try:
             st = f.stat()
