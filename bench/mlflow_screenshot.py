@@ -59,6 +59,11 @@ def choose_columns(runs: list[dict], n_params: int, n_metrics: int, extra: list[
     metrics = {m["key"] for r in runs for m in r["data"].get("metrics", [])}
     cols = [f"params.`{k}`" for k in PARAMS if k in params][:n_params]
     cols += [f"metrics.`{k}`" for k in METRICS if k in metrics][:n_metrics]
+    known = {f"params.`{k}`" for k in params} | {f"metrics.`{k}`" for k in metrics}
+    unknown = [c for c in extra if c not in known]
+    if unknown:
+        raise SystemExit(f"--column {', '.join(unknown)}: no such param/metric in the filtered runs; "
+                         "write params.`key` or metrics.`key` with a key the runs have")
     return cols + [c for c in extra if c not in cols]
 
 
@@ -76,6 +81,7 @@ def main() -> int:
                     help="extra column, as the UI names it: params.`key` or metrics.`key` (repeatable)")
     a = ap.parse_args()
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     runs = search_runs(a.base, a.experiment, a.filter)
@@ -111,7 +117,10 @@ def main() -> int:
         page.reload()
         page.get_by_text("Run Name", exact=True).first.wait_for(timeout=60_000)
         first = cols[0].split("`")[1] if cols else "Run Name"
-        page.get_by_text(first, exact=True).first.wait_for(timeout=60_000)
+        try:
+            page.get_by_text(first, exact=True).first.wait_for(timeout=30_000)
+        except PlaywrightTimeout:
+            pass  # reported below, with the screenshot taken as it is
         page.wait_for_timeout(2000)  # cells fill in after the headers
         shown = [c for c in cols if page.get_by_text(c.split("`")[1], exact=True).count()]
         page.screenshot(path=a.out)
