@@ -19,6 +19,14 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     run_dir = Path(snakemake.input.run).parent
     # phases: the eNTK and the alignments (network_alignment), the penultimate features, the outputs
     progress = Progress(f"ntk_alignment {model}", 3, "phase")
+    # the eNTK, the long part: a console line about every 10 % of its per-point Jacobian passes
+    jacobians: list[Progress] = []
+
+    def on_ntk_progress(done: int, total: int, label: str = f"ntk_alignment {model} eNTK") -> None:
+        if not jacobians:
+            jacobians.append(Progress(label, total, "Jacobian"))
+        jacobians[0].update(done)
+
     ck = manifest["checkpoints"][-1]
     device = select_device(s["device"])
     model, rc = load_checkpoint(run_dir / ck["path"], map_location=device)
@@ -40,7 +48,8 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     rows = min(rows, len(points))
     arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
                                         device=str(device), batch_size=int(s["batch_size"]),
-                                        random_trials=int(s["random_trials"]), seed=int(s["seed"]))
+                                        random_trials=int(s["random_trials"]), seed=int(s["seed"]),
+                                        on_progress=on_ntk_progress)
     progress.advance()
     stats = summary["ntk"]
     # context for the d/2n baseline: the embeddings are computed from h penultimate features

@@ -499,6 +499,8 @@ class _Engine:
                 timing["jac"] += time.perf_counter() - t0
                 timing["jac_chunks"] += 1
                 timing["jac_samples"] += s.stop - s.start
+                if timing.get("on_progress") is not None:
+                    timing["on_progress"](timing["jac_samples"], timing["total_samples"])
             return out
 
         return fill, o
@@ -558,7 +560,8 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
                   plan: NTKPlan | None = None, device=None,
                   dtype: torch.dtype = torch.float32,
                   output_fn: Callable[[object], torch.Tensor] | None = None,
-                  measure_memory: bool = True) -> NTKResult:
+                  measure_memory: bool = True,
+                  on_progress: Callable[[int, int], None] | None = None) -> NTKResult:
     """Scalarised eNTK K(x_a, x_b) = d <grad g(x_a), grad g(x_b)>, g = mean of the d outputs.
 
     Args:
@@ -578,6 +581,8 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         output_fn: maps the model's output to the ``B x d`` embedding tensor (e.g. pick one
             element of a tuple); default: the output itself.
         measure_memory: record ``stats['peak_bytes']`` (see ``PeakMemory``).
+        on_progress: called as ``on_progress(done, total)`` after every Jacobian chunk, with the
+            per-point Jacobian passes done so far and the plan's total (for progress lines).
 
     Returns:
         ``NTKResult`` with ``K`` (float64, N x N, symmetric; or N x N2) and ``stats``.
@@ -612,7 +617,8 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         plan = NTKPlan(groups=[names], group_sizes=[P_all], row_panels=[row_chunk_size], chunk_size=c,
                        estimated_peak_bytes=estimate_plan_bytes([P_all], [row_chunk_size], c, act, N, N2),
                        jacobian_passes=_panel_samples(N, row_chunk_size, chunk_size, xb is None, N2))
-    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0]}
+    timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0],
+              "on_progress": on_progress, "total_samples": plan.jacobian_passes}
     with _eval_mode(model):
         eng = _Engine(model, device, dtype, out_fn, plan.chunk_size, timing)
         eng.set_d(xa[:1])

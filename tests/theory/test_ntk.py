@@ -230,3 +230,17 @@ def test_pass_flops_model():
     F, back = ntk.pass_flops(model, torch.zeros(1, 5))
     assert F == 2 * 5 * 7 + 2 * 7 * 3
     assert back["0.weight"] == (F, 2 * 5 * 7) and back["2.weight"] == (2 * 7 * 3, 2 * 7 * 3)
+
+
+@pytest.mark.parametrize("chunk, rows", [(4, 4), (3, 7)])
+def test_progress_callback_counts_every_jacobian_pass(cnn_and_data, chunk, rows):
+    """on_progress(done, total): increasing counts of per-point Jacobian passes that end at the plan's
+    total, which equals the passes the engine reports (row panels recompute column chunks)."""
+    model, x, _ = cnn_and_data
+    calls = []
+    res = ntk.empirical_ntk(model, x, chunk_size=chunk, row_chunk_size=rows,
+                            on_progress=lambda done, total: calls.append((done, total)))
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert {c[1] for c in calls} == {res.stats["jacobian_samples"]}
+    assert done[-1] == res.stats["jacobian_samples"] >= len(x)
