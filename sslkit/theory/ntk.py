@@ -161,15 +161,19 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
                 total += t.numel() * t.element_size()
 
     leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    _forward_once(model, example, [m.register_forward_hook(hook) for m in leaves])
+    return total
+
+
+def _forward_once(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
+    """One no-grad, eval-mode forward pass of the first example point, then remove ``hooks``."""
     try:
         with torch.no_grad(), _eval_mode(model):
             p = next(model.parameters())
             model(example[:1].to(device=p.device, dtype=p.dtype))
     finally:
-        for h in handles:
+        for h in hooks:
             h.remove()
-    return total
 
 
 def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
@@ -196,13 +200,7 @@ def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, 
 
         hs = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
         hs += [m.register_forward_hook(post(n)) for n, m in leaves]
-        try:
-            with torch.no_grad(), _eval_mode(model):
-                p = next(model.parameters())
-                model(example[:1].to(device=p.device, dtype=p.dtype))
-        finally:
-            for h in hs:
-                h.remove()
+        _forward_once(model, example, hs)
         total = int(fc.get_total_flops())
     first = {}
     for i, (n, _) in enumerate(order):
