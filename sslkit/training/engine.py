@@ -87,8 +87,8 @@ import torch
 
 from sslkit.config import ConfigError, deep_update
 from sslkit.io import atomic_path, load_json, save_json, sha256_file
+from sslkit.plan import speedups_active, validate_speedups
 from sslkit.registry import INITS, METHODS
-from sslkit.training import speedup_variants as speedups
 from sslkit.training.augment import build_augment
 from sslkit.training.methods import make_method
 from sslkit.training.networks import build_model
@@ -222,7 +222,7 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
     # Appendix G speed-ups: recorded only when switched on, so that runs without them keep the
     # run config (and resumable checkpoints) they had before the speedups block existed
     sp = mcfg.get("speedups")
-    if speedups.is_active(sp):
+    if speedups_active(sp):
         rc["speedups"] = _validated_speedups(sp, method)
     if rc["eval"]["batch_size"] > n_train:
         rc["eval"]["batch_size"] = n_train
@@ -249,7 +249,7 @@ def _data_block(stats: Mapping[str, Any]) -> dict:
 
 def _validated_speedups(sp: Mapping[str, Any], method: str) -> dict:
     try:
-        return speedups.validate_speedups(sp, method)
+        return validate_speedups(sp, method)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

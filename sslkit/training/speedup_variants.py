@@ -55,8 +55,6 @@ import torch
 
 from sslkit.plan import SPEEDUP_DEFAULTS as DEFAULTS
 from sslkit.plan import SPEEDUP_TRANSFORMS as TRANSFORMS
-from sslkit.plan import speedups_active as is_active
-from sslkit.plan import validate_speedups
 from sslkit.training import losses as L
 
 __all__ = [
@@ -74,8 +72,6 @@ __all__ = [
     "precondition_matrix",
     "precondition_gradient",
     "attach_preconditioner",
-    "is_active",
-    "validate_speedups",
 ]
 
 # config: methods.<method>.speedups (every key, all off by default) lives in the torch-free sslkit.plan

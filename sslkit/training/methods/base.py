@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from sslkit.plan import validate_speedups
 from sslkit.registry import MethodSpec, RegistryError, check_spec
 from sslkit.training import speedup_variants as S
 
@@ -89,7 +90,7 @@ class Method:
         self.loss_cfg = {**self.spec.loss_defaults, **run_config["loss"]}
         self.total_steps = int(run_config["steps"])
         self.embed = embed if embed is not None else model.embed
-        self.speedups = S.validate_speedups(run_config.get("speedups"), run_config["method"])
+        self.speedups = validate_speedups(run_config.get("speedups"), run_config["method"])
 
     @classmethod
     def build_projector(cls, in_dim: int, cfg: dict) -> nn.Module:
