@@ -35,7 +35,8 @@ from typing import Any
 
 __all__ = ["GPU", "GPUS", "ResNetStats", "resnet_stats", "mlp_stats", "loss_flops", "train_step_flops",
            "eval_flops", "ntk_flops", "checkpoint_bytes", "probe_cpu_flops", "RunCost", "run_cost",
-           "RuleCost", "workflow_costs", "profile_resources", "SAFETY", "format_table"]
+           "RuleCost", "workflow_costs", "model_memory", "count_step_ops", "paper_costs", "cpu_rules",
+           "profile_resources", "SAFETY", "CPU_GFLOPS", "CPU_RULE_HOURS", "totals", "format_table"]
 
 # torchvision ResNets: block kind and blocks per stage (sslkit.training.networks._ARCHS)
 _ARCHS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -52,11 +53,17 @@ class GPU:
     tf32_tflops: float
     memory_gb: float
     mfu: float = 0.15
+    op_us: float = 5.0
 
     def seconds(self, flops: float, precision: str = "bf16") -> float:
         """Wall seconds of ``flops`` at ``mfu`` x the peak of ``precision`` ("bf16" or "tf32")."""
         peak = self.bf16_tflops if precision == "bf16" else self.tf32_tflops
         return float(flops) / (self.mfu * peak * 1e12)
+
+    def step_seconds(self, flops: float, ops: int = 0) -> float:
+        """One eager training step: the GPU's compute time, or the host's time to issue its ``ops`` ATen
+        operators at ``op_us`` each when that is longer (kernels run asynchronously to the host)."""
+        return max(self.seconds(flops, "bf16"), ops * self.op_us * 1e-6)
 
 
 #: datasheet dense peaks (no sparsity): A100 SXM 312 / 156, H100 SXM 989 / 494.5, H200 as H100
@@ -229,6 +236,8 @@ class RunCost:
     forward_flops: int           # encoder + projector, one image
     mlflow_values: int           # metric values logged (rows x tracked columns)
     history_bytes: int
+    d: int = 0                   # embedding dimension
+    hidden: int = 0              # hidden dimension h
 
     @property
     def train_flops(self) -> int:
@@ -265,7 +274,7 @@ def run_cost(rc: Mapping[str, Any]) -> RunCost:
         params=enc.params + pp, forward_flops=enc.forward_flops + pf,
         mlflow_values=len(rows) * tracked,
         # history.csv: step..rank (9 columns) and 2d eigenvalues, ~22 characters a value
-        history_bytes=len(rows) * (9 + 2 * d) * 22)
+        history_bytes=len(rows) * (9 + 2 * d) * 22, d=d, hidden=enc.out_dim)
 
 
 #: the safety factor of profiles/slurm/profile.yaml over the estimates (runtime and memory), and the
@@ -296,7 +305,7 @@ class RuleCost:
 def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_shape: tuple[int, int, int],
                    n_probe_train: int, n_probe_test: int, classes: int, cpu_gflops: float,
                    activation_bytes: int, max_layer_bytes: int, ntk_passes: int | None = None,
-                   cpu_rule_hours: float = 0.5, process_gb: float = 6.0) -> list[RuleCost]:
+                   step_ops: Mapping[str, int] | None = None, process_gb: float = 6.0) -> list[RuleCost]:
     """Per-rule costs of the SSL stages of a validated config (train, analyze, probe, ntk_alignment)
     and the CPU rules.
 
@@ -306,7 +315,8 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     for the backward pass (an upper bound under bf16 autocast); ``max_layer_bytes``: the largest single
     layer output (no-grad evaluation keeps ~3 alive: input, output, a temporary); ``ntk_passes``:
     per-point Jacobian passes of the eNTK's memory plan (``sslkit.theory.ntk.plan_ntk``);
-    ``cpu_rule_hours``: the bound for each CPU rule; ``process_gb``: host memory of a torch/CUDA
+    ``step_ops``: ATen operators of one training step per method (:func:`count_step_ops`; sets the
+    host-bound floor of :meth:`GPU.step_seconds`); ``process_gb``: host memory of a torch/CUDA
     process before data (CUDA context, libraries, torch.compile workers).
     """
     from sslkit.training.engine import resolve_run_config
@@ -329,7 +339,8 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     view_bytes = 3 * size * size * 4
     job_h, gpu_mem, flops, mlflow, art = [], [], 0.0, 0, 0.0
     for c in costs:
-        secs = gpu.seconds(c.train_flops, "bf16") + gpu.seconds(c.total_eval_flops, "tf32")
+        ops = (step_ops or {}).get(c.name.split("-", 1)[0], 0)
+        secs = c.steps * gpu.step_seconds(c.step_flops, ops) + gpu.seconds(c.total_eval_flops, "tf32")
         job_h.append(secs / 3600)
         flops += c.train_flops + c.total_eval_flops
         mlflow += c.mlflow_values
@@ -352,10 +363,12 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     every = int(acfg["checkpoint_every"])
     configured = [c for c in costs if tuple(c.name.split("-", 1)) in runs]
     n_pairs = int(acfg["pairs"]["n"])
-    a_h, a_flops = [], 0.0
+    a_h, a_flops, a_art = [], 0.0, 0.0
     for c in configured:
         n_ck = math.ceil(c.checkpoints / every)
         f = n_ck * 3 * 2 * n_pairs * c.forward_flops
+        # spectra parquet: (2 d + h) eigenvalues per checkpoint, ~5 columns of 8 bytes
+        a_art += n_ck * (2 * c.d + c.hidden) * 40 / 1e6
         a_flops += f
         a_h.append(gpu.seconds(f, "tf32") / 3600)
     pairs_gb = 2 * n_pairs * view_bytes / GB
@@ -363,8 +376,8 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     rows.append(RuleCost(
         "analyze", len(configured), "gpu", a_flops, sum(a_h), max(a_h),
         pairs_gb + (16 * costs[0].params + 3 * batch * max_layer_bytes) / GB,
-        process_gb + 2 * pairs_gb, 0.0, 4 * sum(math.ceil(c.checkpoints / every) for c in configured),
-        0.0, note="float32 forwards: BN re-estimation, embeddings, hidden"))
+        process_gb + 2 * pairs_gb, a_art / 1e3, 4 * sum(math.ceil(c.checkpoints / every) for c in configured),
+        a_art, note="float32 forwards: BN re-estimation, embeddings, hidden"))
 
     # ---- probe: BN re-estimation + features of train and test per checkpoint; CPU logistic regression
     pcfg = acfg["probe"]
@@ -392,7 +405,7 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     ntk_costs = [c for c in costs if c.name.endswith(f"-{ntk_init}") and c.name.split("-", 1)[0] in ncfg["methods"]]
     k = ntk_flops(n_pts, ntk_costs[0].forward_flops, ntk_costs[0].params, ntk_passes)
     per = k["planned"] + n_pts * ntk_costs[0].forward_flops
-    n_h = gpu.seconds(per, "tf32") / 3600
+    n_h = gpu.seconds(per + (NTK_JACOBIAN_SLOWDOWN - 1) * k["jacobian"], "tf32") / 3600
     rows.append(RuleCost(
         "ntk_alignment", len(ntk_costs), "gpu", per * len(ntk_costs), n_h * len(ntk_costs), n_h,
         float(ncfg["memory_budget_mb"]) / 1e3 + 16 * ntk_costs[0].params / GB,
@@ -402,22 +415,182 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     return rows
 
 
+#: CPU FLOP/s assumed for the probes' logistic regression and k-NN (bench/paper_cost.py measures the
+#: development machine: a ResNet-50 step on its 2 shared cores reaches ~20-40 GFLOP/s)
+CPU_GFLOPS = 20.0
+#: bound on each CPU rule of the paper DAG (data, linear model, MLP, figures, tables): the CIFAR-10
+#: workflow (79 jobs, the same m = 1200 linear model and 50-image MLP) took 30 min in all on 2 cores
+CPU_RULE_HOURS = 0.5
+
+
+def model_memory(rc: Mapping[str, Any], n_ntk_points: int | None = None, ntk_budget_mb: float | None = None) -> dict:
+    """Quantities of a run's real model (built on the CPU, one forward of one image): float32 bytes of all
+    layer outputs (``sslkit.theory.ntk.activation_bytes_per_sample``), the largest single layer output,
+    and -- with ``n_ntk_points``/``ntk_budget_mb`` -- the per-point Jacobian passes of the eNTK's
+    memory plan (``sslkit.theory.ntk.plan_ntk``)."""
+    import torch
+
+    from sslkit.theory.ntk import activation_bytes_per_sample, plan_ntk
+    from sslkit.training.networks import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dict(rc)).eval()
+    size = int(rc["image_size"])
+    x = torch.zeros(1, int(rc["data"]["channels"]), size, size)
+    largest = 0
+
+    def hook(_m, _i, out):
+        nonlocal largest
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel() * out.element_size())
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hs:
+            h.remove()
+    out = {"activation_bytes": activation_bytes_per_sample(model, x), "max_layer_bytes": largest}
+    if n_ntk_points is not None:
+        plan = plan_ntk(model, x, int(ntk_budget_mb * 2**20), int(n_ntk_points))
+        out.update(ntk_passes=plan.jacobian_passes, ntk_groups=len(plan.groups), ntk_chunk=plan.chunk_size,
+                   ntk_estimated_peak_bytes=plan.estimated_peak_bytes)
+    return out
+
+
+def count_step_ops(rc: Mapping[str, Any], image_size: int = 32, batch: int = 4) -> int:
+    """ATen operators dispatched by one eager training step of a run config on the CPU (augmentation of
+    both views, forward, loss, backward, optimiser; the project's own pieces), counted with a
+    ``TorchDispatchMode``. The augmentation is batched, so the count does not depend on the batch or
+    (``image_size``) on the image side: a small step stands for the paper's."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sslkit.training.augment import build_augment
+    from sslkit.training.methods import make_method
+    from sslkit.training.networks import build_model
+    from sslkit.training.optim import build_optimizer
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    rc = {**rc, "image_size": int(image_size)}
+    torch.manual_seed(0)
+    model = build_model(rc)
+    method = make_method(model, rc, None)
+    opt = build_optimizer(model.online_parameters(), rc["optimizer"])
+    aug = build_augment(rc, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 256, (batch, image_size, image_size, int(rc["data"]["channels"])), dtype=torch.uint8)
+
+    def step():
+        v1, v2 = aug(data, gen, 0), aug(data, gen, 1)
+        loss, _, _ = method.loss(v1, v2, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # optimiser state created
+    counter = Count()
+    with counter:
+        step()
+    return counter.n
+
+
+def paper_costs(config: Mapping[str, Any], gpu: GPU, *, cpu_gflops: float = CPU_GFLOPS,
+                cpu_rule_jobs: Mapping[str, int] | None = None) -> tuple[list[RuleCost], dict]:
+    """:func:`workflow_costs` of a validated config on its dataset's published split sizes
+    (``sslkit.data.EXPECTED_COUNTS``), with the model quantities of :func:`model_memory`; plus one
+    row per CPU rule in ``cpu_rule_jobs`` (rule -> jobs) at ``CPU_RULE_HOURS``. Returns (rows, inputs)."""
+    from sslkit.data import EXPECTED_COUNTS
+    from sslkit.training.engine import resolve_run_config
+
+    ds = config["dataset"]
+    if ds not in EXPECTED_COUNTS:
+        raise ValueError(f"dataset {ds!r}: no published split sizes to cost (have {sorted(EXPECTED_COUNTS)})")
+    counts = EXPECTED_COUNTS[ds]
+    tc = config["train"]
+    n_train = sum(counts[s][0] for s in tc["splits"])
+    side = int(tc["image_size"] or (96 if ds == "stl10" else 32))
+    shape = (side, side, 3)
+    stats = {"n_train": n_train, "height": side, "width": side, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    pcfg = config["analysis"]["probe"]
+    n_ptr = min(counts["train"][0], pcfg["max_train"] or counts["train"][0])
+    n_pte = min(counts["test"][0], pcfg["max_test"] or counts["test"][0])
+    ncfg = config["ntk"]
+    m0, i0 = tc["methods"][0], tc["inits"][0]
+    mem = model_memory(resolve_run_config(config, m0, i0, stats))
+    ntk = model_memory(resolve_run_config(config, ncfg["methods"][0], ncfg["init"], stats),
+                       2 * int(ncfg["pairs"]["n"]), float(ncfg["memory_budget_mb"]))
+    ops = {m: count_step_ops(resolve_run_config(config, m, i0, stats)) for m in tc["methods"]}
+    rows = workflow_costs(config, gpu, n_train=n_train, image_shape=shape, n_probe_train=n_ptr,
+                          n_probe_test=n_pte, classes=10, cpu_gflops=cpu_gflops,
+                          activation_bytes=mem["activation_bytes"], max_layer_bytes=mem["max_layer_bytes"],
+                          ntk_passes=ntk["ntk_passes"], step_ops=ops)
+    for rule, jobs in (cpu_rule_jobs or {}).items():
+        rows.append(RuleCost(rule, int(jobs), "cpu", float("nan"), jobs * CPU_RULE_HOURS, CPU_RULE_HOURS, 0.0,
+                             0.0, 0.0, 0, 0.0, note="bound, not FLOP-modelled"))
+    inputs = {"n_train": n_train, "image_shape": shape, "n_probe_train": n_ptr, "n_probe_test": n_pte,
+              "model": mem, "ntk": ntk, "step_ops": ops}
+    return rows, inputs
+
+
+def cpu_rules(job_stats: Mapping[str, int]) -> dict[str, int]:
+    """The rules of a ``snakemake -n`` job count that :func:`workflow_costs` does not model (all but
+    train, analyze, probe, ntk_alignment and the target rule ``all``)."""
+    modelled = {"train", "analyze", "probe", "ntk_alignment", "all"}
+    return {r: n for r, n in job_stats.items() if r not in modelled}
+
+
+#: per-point Jacobians (vmap(jacrev)) run this many times slower than their 3 F FLOPs at the MFU of a
+#: batched step: they are memory-bound (bench/ntk.py, ResNet-18 on the CPU: 37x the FLOP bound)
+NTK_JACOBIAN_SLOWDOWN = 37.0
+#: bytes of one MLflow metric value in its backend store (a row of the metrics table + its index)
+MLFLOW_VALUE_BYTES = 150
+#: the shortest runtime (minutes) the SLURM profile gives a GPU job
+MIN_RUNTIME = 60
+
+
 def profile_resources(row: RuleCost, safety: float = SAFETY, startup_min: float = STARTUP_MIN) -> dict:
     """SLURM ``runtime`` (minutes) and ``mem_mb`` for a rule: ``safety`` x (the slowest job's hours
     and the peak host memory), plus ``startup_min`` minutes; runtime rounded up to 30 min, memory to 4 GB."""
-    runtime = math.ceil((safety * row.job_hours * 60 + startup_min) / 30) * 30
+    runtime = max(math.ceil((safety * row.job_hours * 60 + startup_min) / 30) * 30, MIN_RUNTIME)
     mem_mb = math.ceil(safety * row.host_mem_gb * 1000 / 4000) * 4000
     return {"runtime": int(runtime), "mem_mb": int(mem_mb)}
+
+
+def totals(rows: Sequence[RuleCost]) -> dict:
+    """GPU-hours, CPU-hours (CPU rules, and the CPU part of GPU rules is inside their GPU-hours),
+    disk (GB) and MLflow volume (MB) of all rows."""
+    return {"gpu_hours": sum(r.hours for r in rows if r.device == "gpu"),
+            "cpu_hours": sum(r.hours for r in rows if r.device == "cpu"),
+            "disk_gb": sum(r.disk_gb for r in rows),
+            "mlflow_mb": sum(r.mlflow_values * MLFLOW_VALUE_BYTES / 1e6 + r.mlflow_artifacts_mb for r in rows),
+            "pflop": sum(r.flops for r in rows if not math.isnan(r.flops)) / 1e15}
 
 
 def format_table(rows: Sequence[RuleCost]) -> str:
     """Markdown table of :func:`workflow_costs` rows, with a total line."""
     head = ("| rule | jobs | device | PFLOP | hours (all jobs) | slowest job (h) | peak GPU mem (GB) | "
-            "host mem (GB) | disk (GB) | MLflow metric values | note |")
-    out = [head, "|" + "---|" * 11]
+            "host mem (GB) | disk (GB) | MLflow metric values | MLflow (MB) | note |")
+    out = [head, "|" + "---|" * 12]
+
+    def num(v: float, fmt: str) -> str:
+        return "-" if math.isnan(v) or v == 0 else format(v, fmt)
+
     for r in rows:
         unit = "GPU-h" if r.device == "gpu" else "CPU-h"
-        out.append(f"| `{r.rule}` | {r.jobs} | {r.device} | {r.flops / 1e15:.1f} | {r.hours:.1f} {unit} | "
-                   f"{r.job_hours:.2f} | {r.gpu_mem_gb:.1f} | {r.host_mem_gb:.1f} | {r.disk_gb:.1f} | "
-                   f"{r.mlflow_values:,} | {r.note} |")
+        mb = r.mlflow_values * MLFLOW_VALUE_BYTES / 1e6 + r.mlflow_artifacts_mb
+        out.append(f"| `{r.rule}` | {r.jobs} | {r.device} | {num(r.flops / 1e15, '.1f')} | {r.hours:.1f} {unit} | "
+                   f"{r.job_hours:.2f} | {num(r.gpu_mem_gb, '.1f')} | {num(r.host_mem_gb, '.1f')} | "
+                   f"{num(r.disk_gb, '.1f')} | {r.mlflow_values:,} | {num(mb, '.0f')} | {r.note} |")
+    t = totals(rows)
+    out.append(f"| **total** | {sum(r.jobs for r in rows)} | | {t['pflop']:.0f} | {t['gpu_hours']:.1f} GPU-h + "
+               f"{t['cpu_hours']:.1f} CPU-h | | | | {t['disk_gb']:.1f} | "
+               f"{sum(r.mlflow_values for r in rows):,} | {t['mlflow_mb']:.0f} | |")
     return "\n".join(out)
