@@ -148,3 +148,14 @@ def test_slurm_profile_covers_the_paper_estimates(paper_rows):
     assert rows["train"].jobs == 9
     assert all(0.15e9 < c.checkpoint_bytes < 0.3e9 for c in rows["train"].detail.values())
     assert inputs["ntk"]["ntk_passes"] >= 2 * 1000
+
+
+@pytest.mark.slow
+def test_readme_cost_table_is_current(paper_rows):
+    """The README's table rows of the costed rules are bench/paper_cost.py's (make paper-cost)."""
+    rows, _ = paper_rows
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- paper-cost table: bench/paper_cost.py --markdown -->")[1].split(
+        "<!-- end paper-cost table -->")[0]
+    for line in costs.format_table(list(rows.values())).splitlines()[:-1]:  # all but the total line
+        assert line in block, f"README cost table is stale (run make paper-cost): {line}"
