@@ -72,8 +72,8 @@ def main() -> None:
     ap.add_argument("--gpu", default="a100", choices=sorted(costs.GPUS))
     ap.add_argument("--mfu", type=float, default=None, help="model FLOP utilisation (default: the GPU's, 0.15)")
     ap.add_argument("--op-us", type=float, default=None, help="host microseconds per ATen operator (default 5)")
-    ap.add_argument("--cpu-batch", type=int, default=4)
-    ap.add_argument("--cpu-steps", type=int, default=2)
+    ap.add_argument("--cpu-batch", type=int, default=2)
+    ap.add_argument("--cpu-steps", type=int, default=1)
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU step measurement")
     ap.add_argument("--markdown", action="store_true", help="print only the README table")
     args = ap.parse_args()
@@ -123,7 +123,9 @@ def main() -> None:
               f"ResNet-50 96 px BT step, batch {m['batch']}: {m['step_s']:.2f} s/step, "
               f"{m['flops_per_step'] / 1e9:.1f} GFLOP counted by torch.utils.flop_counter vs "
               f"{m['analytic_flops'] / 1e9:.1f} analytic (ratio {m['flops_per_step'] / m['analytic_flops']:.4f}), "
-              f"{m['tflops_per_s'] * 1e3:.1f} GFLOP/s achieved ({time.perf_counter() - t0:.0f} s)")
+              f"{m['tflops_per_s'] * 1e3:.1f} GFLOP/s achieved (wall), "
+              f"{m['flops_per_step'] / m['cpu_s_per_step'] / 1e9:.1f} GFLOP per process CPU-second "
+              f"({time.perf_counter() - t0:.0f} s)")
         print(f"  at that rate the {t['pflop']:.0f} PFLOP of the workflow would take "
               f"{t['pflop'] * 1e15 / (m['tflops_per_s'] * 1e12) / 3600 / 24 / 365:.0f} CPU-years; "
               f"the probes' CPU part assumes {costs.CPU_GFLOPS:g} GFLOP/s")

@@ -415,8 +415,9 @@ def workflow_costs(config: Mapping[str, Any], gpu: GPU, *, n_train: int, image_s
     return rows
 
 
-#: CPU FLOP/s assumed for the probes' logistic regression and k-NN (bench/paper_cost.py measures the
-#: development machine: a ResNet-50 step on its 2 shared cores reaches ~20-40 GFLOP/s)
+#: CPU GFLOP/s assumed for the probes' logistic regression and k-NN on a GPU job's 8 CPUs (BLAS-bound
+#: float64 products); an assumption, not measured: the development machine's 2 cores, shared at load
+#: ~20, reached 0.9 GFLOP/s wall on a ResNet-50 step (bench/paper_cost.py prints its measurement)
 CPU_GFLOPS = 20.0
 #: bound on each CPU rule of the paper DAG (data, linear model, MLP, figures, tables): the CIFAR-10
 #: workflow (79 jobs, the same m = 1200 linear model and 50-image MLP) took 30 min in all on 2 cores
