@@ -109,18 +109,18 @@ ANALYSIS_FIGURES = {
     "fig1cd": (
         ["barlow_twins"],
         ["small"],
-        ["manifests", "spectra", "steps"],
+        ["manifests", "steps"],
         ["t_scale"],
     ),
     "fig2cf": (
         ["simclr", "vicreg"],
         ["small"],
-        ["manifests", "spectra", "steps"],
+        ["manifests", "steps"],
         ["t_scale"],
     ),
-    "fig3": (None, ["standard"], ["spectra", "steps"], ["t_scale"]),
-    "fig4": (None, ["standard"], ["spectra", "steps"], ["fig4_times"]),
-    "fig5": (None, ["small"], ["spectra", "steps"], ["t_scale"]),
+    "fig3": (None, ["standard"], ["manifests", "spectra", "steps"], ["t_scale"]),
+    "fig4": (None, ["standard"], ["manifests", "spectra", "steps"], ["fig4_times"]),
+    "fig5": (None, ["small"], ["manifests", "spectra", "steps"], ["t_scale"]),
     "fig7": (None, None, ["probe"], []),
 }
 
