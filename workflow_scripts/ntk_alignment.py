@@ -9,8 +9,14 @@ from sslkit.analysis import spectra as spectrum
 from sslkit.analysis.checkpoints import alpha_check
 from sslkit.io import load_json, save_json, save_npz
 from sslkit.rule_script import Progress, script_run
-from sslkit.theory.alignment import (ARRAY_KEYS, feature_baselines, initial_ntk_alignment, network_alignment,
-                                     network_embeddings, stacked_points)
+from sslkit.theory.alignment import (
+    ARRAY_KEYS,
+    feature_baselines,
+    initial_ntk_alignment,
+    network_alignment,
+    network_embeddings,
+    stacked_points,
+)
 from sslkit.theory.ntk import plan_chunks
 from sslkit.training.engine import load_checkpoint, select_device
 
