@@ -429,7 +429,7 @@ def history_table(history):
     steps, multiples of ``train.eval.every`` and the checkpoint steps), so this is the dense
     counterpart of the checkpoint spectra. Spaces ``embedding_C`` (columns eig_C_0..) and
     ``embedding_cov`` (eig_cov_0..). A step recorded twice (a resumed run) keeps its last row.
-    How these spectra differ from the analysis stage's is described in ``docs/theory.md`` §11.
+    How these spectra differ from the analysis stage's: ``docs/theory.md`` §15.
     """
     import pandas as pd
 

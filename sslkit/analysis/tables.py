@@ -7,7 +7,7 @@ then the baselines that know the network's hidden features H (``random_feature_s
 d-dimensional subspace of the span of H; ``a_exp_hidden_pcs``: the top-d principal directions of H),
 the alignments with the theory built on the *initial* eNTK (``a_exp_th_init``, ``a_exp_ntk_init``;
 footnote 22) and App. D.2's alpha check of the run (``top_eigenvalue_init`` at step 0 vs
-``alpha_paper_value``, ``alpha_check_passed``; docs/theory.md §12).
+``alpha_paper_value``, ``alpha_check_passed``; docs/theory.md §15).
 Table 2 (``table2.csv``): one row per pair of methods, method_a, method_b, alignment = a(P_exp^a, P_exp^b).
 
 The paper's values (ResNet-50 on STL-10, d = 50, n = 1000, App. E Tables 1-2) are in

@@ -95,7 +95,7 @@ def test_history_spectra_vs_analysis_stage_bn(noise, shift):
     (statistics pooled over both views, eval mode) when the two views have the same statistics, up to
     O(1/N) factors (unbiased variance in BN's running_var; 2N - 1 vs 2N in the covariance). When the
     views' statistics differ (``noise``, ``shift``), the two differ -- and precise BN estimated per view
-    reproduces the history: the whole difference is pooled vs per-view statistics (docs/theory.md §11)."""
+    reproduces the history: the whole difference is pooled vs per-view statistics (docs/theory.md §15)."""
     torch.manual_seed(2)
     net = Net(1.0).double()
     N = 256
