@@ -146,6 +146,10 @@ def _params(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"band_margin must be in [0, 0.5), got {p['band_margin']}")
     if int(p["final_window"]) < 1:
         raise ValueError(f"final_window must be >= 1, got {p['final_window']}")
+    if int(p["dip_times"]) < 1 or int(p["dip_trials"]) < 1:
+        raise ValueError(f"dip_times and dip_trials must be >= 1, got {p['dip_times']} and {p['dip_trials']}")
+    if not 0 < p["dip_alpha"] < 1:
+        raise ValueError(f"dip_alpha must be in (0, 1), got {p['dip_alpha']}")
     for key in ("embedding_detector", "hidden_detector"):
         if p[key] not in DETECTORS:
             raise ValueError(f"{key} must be one of {DETECTORS}, got {p[key]!r}")

@@ -267,3 +267,12 @@ def test_dip_test_p_value_is_calibrated_on_the_uniform_null():
     rng = np.random.default_rng(5)
     p = [steps.dip_test(rng.random(64), trials=200, seed=1)["p_value"] for _ in range(100)]
     assert 0.03 <= np.mean(np.array(p) < 0.1) <= 0.2
+
+
+def test_dip_parameters_are_checked():
+    t, eigs = _synthetic_spectra("bimodal")
+    with pytest.raises(ValueError, match="dip_alpha"):
+        steps.bimodality(t, eigs, {"dip_alpha": 1.5})
+    with pytest.raises(ValueError, match="dip_times"):
+        steps.bimodality(t, eigs, {"dip_times": 0})
+    assert steps.bimodality(t, np.zeros_like(eigs))["bimodal"] is None  # no positive eigenvalue
