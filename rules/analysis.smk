@@ -2,10 +2,13 @@
 # Per run ({method}-{init}, any method/init, configured or not):
 #   analyze -> results/spectra/{dataset}/{run}.parquet (tidy: step, t, space, index, eigenvalue for
 #              embedding_C, embedding_cov and hidden_cov at every analysed checkpoint) + .summary.csv
-#   steps   -> results/steps/{dataset}/{run}.json (step_times, n_steps, sequential, hidden_coincidence)
+#   steps   -> results/steps/{dataset}/{run}.json (step_times, n_steps, sequential, hidden_coincidence,
+#              bimodality, alpha_check) from the dense embedding spectra of the run's history.csv and
+#              the checkpoint hidden spectra
 #   probe   -> results/probe/{dataset}/{run}.csv (linear probe + k-NN per checkpoint)
 # Figures (Figs. 1C-D, 2C-F, 3, 4, 5, 7) and the summary table read only these small tables and the
-# runs' manifest.json / history.csv, never checkpoints.
+# runs' manifest.json / history.csv, never checkpoints. Embedding eigenvalues vs t (Figs. 1C-D, 2C-F,
+# 3-5, steps) come from history.csv (dense: train.eval.log_points), hidden ones from the checkpoints.
 
 
 rule analyze:
@@ -41,6 +44,7 @@ rule analyze:
 
 rule steps:
     input:
+        manifest=rules.train.output.manifest,
         spectra=rules.analyze.output.spectra,
     output:
         steps="results/steps/{dataset}/{method}-{init}.json",

@@ -109,18 +109,18 @@ ANALYSIS_FIGURES = {
     "fig1cd": (
         ["barlow_twins"],
         ["small"],
-        ["manifests", "spectra", "steps"],
+        ["manifests", "steps"],
         ["t_scale"],
     ),
     "fig2cf": (
         ["simclr", "vicreg"],
         ["small"],
-        ["manifests", "spectra", "steps"],
+        ["manifests", "steps"],
         ["t_scale"],
     ),
-    "fig3": (None, ["standard"], ["spectra", "steps"], ["t_scale"]),
-    "fig4": (None, ["standard"], ["spectra", "steps"], ["fig4_times"]),
-    "fig5": (None, ["small"], ["spectra", "steps"], ["t_scale"]),
+    "fig3": (None, ["standard"], ["manifests", "spectra", "steps"], ["t_scale"]),
+    "fig4": (None, ["standard"], ["manifests", "spectra", "steps"], ["fig4_times"]),
+    "fig5": (None, ["small"], ["manifests", "spectra", "steps"], ["t_scale"]),
     "fig7": (None, None, ["probe"], []),
 }
 
@@ -158,7 +158,7 @@ def ntk_pairs_method():
 
 def ntk_params():
     """What one ntk_alignment job depends on besides its inputs (engine plan, baseline draws)."""
-    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed")
+    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed", "initial_ntk")
     return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
 
 

@@ -1,5 +1,5 @@
 """Rule fig1cd: Fig. 1C-D, loss and eigenvalues of C vs t for Barlow Twins from small init (the run's
-history.csv loss, the spectra table, the detected steps as dotted lines)."""
+history.csv loss, the eigenvalues the history records at every row, the detected steps as dotted lines)."""
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +12,7 @@ from sslkit.viz import plots
 with script_run(snakemake, attach=True) as (tracker, config):
     manifest_path, = snakemake.input.manifests
     history = pd.read_csv(Path(manifest_path).parent / load_json(manifest_path)["history"])
-    table = spectrum.read_table(snakemake.input.spectra[0])
+    table = spectrum.dense_table(history)  # dense embedding spectra (history.csv)
     steps = load_json(snakemake.input.steps[0])
     fig = plots.fig1cd(history, table, space=steps["space"], step_times=steps["step_times"],
                        t_scale=snakemake.params.t_scale,

@@ -12,9 +12,9 @@ from sslkit.viz import plots
 with script_run(snakemake, attach=True) as (tracker, config):
     labels = snakemake.params.labels
     histories, tables, spaces, times = {}, {}, {}, {}
-    for lab, man, spec, st in zip(labels, snakemake.input.manifests, snakemake.input.spectra, snakemake.input.steps):
+    for lab, man, st in zip(labels, snakemake.input.manifests, snakemake.input.steps):
         histories[lab] = pd.read_csv(Path(man).parent / load_json(man)["history"])
-        tables[lab] = spectrum.read_table(spec)
+        tables[lab] = spectrum.dense_table(histories[lab])  # dense: history.csv
         steps = load_json(st)
         spaces[lab], times[lab] = steps["space"], steps["step_times"]
     fig = plots.fig2cf(histories, tables, space=spaces, step_times=times, t_scale=snakemake.params.t_scale)

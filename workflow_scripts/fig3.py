@@ -1,15 +1,19 @@
 """Rule fig3: Fig. 3, embedding eigenvalues vs t from standard init with the grown/ungrown threshold
-(dashed) and band edges (dotted) found by the step detector."""
+(dashed) and band edges (dotted) found by the step detector, and the dip test of bimodality in the titles."""
 from sslkit.analysis import spectra as spectrum
 from sslkit.io import load_json
 from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
 with script_run(snakemake, attach=True) as (tracker, config):
-    tables, bands, spaces = {}, {}, {}
-    for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
+    tables, bands, spaces, bims = {}, {}, {}, {}
+    for lab, man, spec, st in zip(snakemake.params.labels, snakemake.input.manifests, snakemake.input.spectra,
+                                  snakemake.input.steps):
         steps = load_json(st)
-        tables[lab], bands[lab], spaces[lab] = spectrum.read_table(spec), steps["embedding"]["bands"], steps["space"]
-    fig = plots.fig3(tables, bands, space=spaces, t_scale=snakemake.params.t_scale)
+        # embedding eigenvalues from the dense history, hidden ones from the checkpoints
+        table = spectrum.dense_table(spectrum.read_run_history(man), spectrum.read_table(spec))
+        tables[lab], bands[lab], spaces[lab] = table, steps["embedding"]["bands"], steps["space"]
+        bims[lab] = steps.get("bimodality")
+    fig = plots.fig3(tables, bands, space=spaces, t_scale=snakemake.params.t_scale, bimodality=bims)
     plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
     tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

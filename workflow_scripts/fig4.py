@@ -6,10 +6,14 @@ from sslkit.rule_script import script_run
 from sslkit.viz import plots
 
 with script_run(snakemake, attach=True) as (tracker, config):
-    tables, bands, spaces = {}, {}, {}
-    for lab, spec, st in zip(snakemake.params.labels, snakemake.input.spectra, snakemake.input.steps):
+    tables, bands, spaces, bims = {}, {}, {}, {}
+    for lab, man, spec, st in zip(snakemake.params.labels, snakemake.input.manifests, snakemake.input.spectra,
+                                  snakemake.input.steps):
         steps = load_json(st)
-        tables[lab], bands[lab], spaces[lab] = spectrum.read_table(spec), steps["embedding"]["bands"], steps["space"]
-    fig = plots.fig4(tables, bands, space=spaces, n_times=snakemake.params.fig4_times)
+        # embedding eigenvalues from the dense history, hidden ones from the checkpoints
+        table = spectrum.dense_table(spectrum.read_run_history(man), spectrum.read_table(spec))
+        tables[lab], bands[lab], spaces[lab] = table, steps["embedding"]["bands"], steps["space"]
+        bims[lab] = steps.get("bimodality")
+    fig = plots.fig4(tables, bands, space=spaces, n_times=snakemake.params.fig4_times, bimodality=bims)
     plots.save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
     tracker.log_artifacts([snakemake.output.png, snakemake.output.pdf])

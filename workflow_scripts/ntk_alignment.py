@@ -5,9 +5,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslkit.analysis import spectra as spectrum
+from sslkit.analysis.checkpoints import alpha_check
 from sslkit.io import load_json, save_json, save_npz
 from sslkit.rule_script import Progress, script_run
-from sslkit.theory.alignment import ARRAY_KEYS, feature_baselines, network_alignment, network_embeddings, stacked_points
+from sslkit.theory.alignment import (
+    ARRAY_KEYS,
+    feature_baselines,
+    initial_ntk_alignment,
+    network_alignment,
+    network_embeddings,
+    stacked_points,
+)
 from sslkit.theory.ntk import plan_chunks
 from sslkit.training.engine import load_checkpoint, select_device
 
@@ -55,7 +64,24 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     # context for the d/2n baseline: the embeddings are computed from h penultimate features
     hidden = network_embeddings(model.encoder, points, batch_size=int(s["batch_size"]), device=str(device))
     summary.update(feature_baselines(arrays["P_exp"], hidden))
+    # footnote 22: the eNTK of the initial network (the run's step-0 checkpoint) on the same points
+    ck0 = min(manifest["checkpoints"], key=lambda c: c["step"])
+    summary.update({"a_exp_th_init": None, "a_exp_ntk_init": None, "initial_checkpoint_step": ck0["step"]})
+    if s.get("initial_ntk", True):
+        from sslkit.theory.ntk import empirical_ntk
+
+        if ck0["step"] != 0:
+            raise ValueError(f"run {run_dir} has no step-0 checkpoint (first: step {ck0['step']}), needed for the "
+                             f"initial eNTK; retrain the run or set ntk.initial_ntk: false")
+        model0, _ = load_checkpoint(run_dir / ck0["path"], map_location=device)
+        K0 = empirical_ntk(model0.to(device), points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
+                           device=str(device), on_progress=None).K
+        summary.update(initial_ntk_alignment(K0, arrays["P_exp"]))
+        del model0, K0
     progress.advance()
+    # App. D.2's rule of thumb for alpha: the top eigenvalue of the run's history row of step 0
+    history = spectrum.read_run_history(snakemake.input.run)
+    summary["alpha_check"] = alpha_check(history, rc["method"], rc["init"])
     summary.update({
         "method": rc["method"],
         "run": str(run_dir),
@@ -79,6 +105,8 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     progress.advance()
     tracker.log_summary({k: summary[k] for k in ("a_exp_th", "a_exp_ntk", "a_th_ntk", "random_analytic",
                                                  "random_empirical", "ntk_time_s")}, "ntk")
+    if summary["a_exp_ntk_init"] is not None:
+        tracker.log_summary({k: summary[k] for k in ("a_exp_th_init", "a_exp_ntk_init")}, "ntk")
     if summary["ntk_peak_mb"] is not None:
         tracker.log_metrics({"ntk_peak_mb": summary["ntk_peak_mb"]})
     tracker.log_artifacts([out.summary])

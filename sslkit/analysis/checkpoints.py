@@ -33,6 +33,7 @@ generator seeded by the same seed, in chunks of ``chunk`` images -- so the pairs
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,9 @@ __all__ = [
     "probe_over_checkpoints",
     "step_config",
     "steps_from_table",
+    "PAPER_INIT_TOP",
+    "INIT_TOP_TOLERANCE_DECADES",
+    "alpha_check",
 ]
 
 #: how BatchNorm statistics are set before evaluating a checkpoint (module docstring)
@@ -314,3 +318,36 @@ def steps_from_table(table, method: str, step_cfg: Mapping[str, Any] | None = No
     res["space"] = space
     res["hidden_space"] = "hidden_cov" if hidden is not None else None
     return res
+
+
+#: App. D.2, "Values of alpha": "a useful heuristic is to choose alpha such that the top eigenvalue at
+#: init is roughly 10^-3 for Barlow Twins and VICReg and 10^-6 for SimCLR" (small init; BT: C, others: Cov)
+PAPER_INIT_TOP = {"barlow_twins": 1e-3, "vicreg": 1e-3, "simclr": 1e-6}
+#: "roughly": within this many decades of the paper's value
+INIT_TOP_TOLERANCE_DECADES = 1.0
+
+
+def alpha_check(history, method: str, init: str, tolerance: float = INIT_TOP_TOLERANCE_DECADES) -> dict[str, Any]:
+    """The paper's rule of thumb for the small-init scale alpha (``PAPER_INIT_TOP``) on a run's history.
+
+    The top eigenvalue of the method's space (``embedding_space``: C for Barlow Twins, the covariance
+    otherwise) in the history row of step 0 -- the embeddings of the initial network on the evaluation
+    batch, batch statistics -- against the paper's value. ``passed`` = within ``tolerance`` decades
+    (None where the rule says nothing: standard init, methods the paper gives no value for).
+    Returns ``space``, ``top_eigenvalue_init``, ``paper_value``, ``log10_ratio``, ``tolerance_decades``
+    and ``passed``.
+    """
+    space = embedding_space(method)
+    prefix = spectrum.HISTORY_SPACES[space]
+    rows = history[history["step"] == 0]
+    if rows.empty:
+        raise ValueError(f"history has no row of step 0 for {method}-{init}: cannot check the init scale "
+                         f"(the engine records it at the start of every run; retrain the run)")
+    top = float(rows.iloc[-1][f"{prefix}0"])
+    target = PAPER_INIT_TOP.get(method) if init == "small" else None
+    ratio = math.log10(top / target) if target is not None and top > 0 else None
+    passed = None
+    if target is not None:
+        passed = bool(ratio is not None and abs(ratio) <= tolerance)
+    return {"space": space, "top_eigenvalue_init": top, "paper_value": target, "log10_ratio": ratio,
+            "tolerance_decades": float(tolerance), "passed": passed}

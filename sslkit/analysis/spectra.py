@@ -69,6 +69,10 @@ __all__ = [
     "spectra_table",
     "summary_table",
     "trajectories",
+    "HISTORY_SPACES",
+    "history_table",
+    "read_run_history",
+    "dense_table",
     "write_table",
     "read_table",
 ]
@@ -412,6 +416,67 @@ def trajectories(table, space: str, n_modes: int | None = None) -> tuple[np.ndar
     steps = wide.index.get_level_values("step").to_numpy()
     t = wide.index.get_level_values("t").to_numpy(dtype=np.float64)
     return steps, t, eigs
+
+
+#: tidy space name -> column prefix of the training history (``sslkit.training.engine``: eig_C_j, eig_cov_j)
+HISTORY_SPACES = {"embedding_C": "eig_C_", "embedding_cov": "eig_cov_"}
+
+
+def history_table(history):
+    """The embedding spectra a run's ``history.csv`` records, as a tidy table (``spectra_table`` columns).
+
+    The engine evaluates them at every history row (step 0, ``train.eval.log_points`` log-spaced
+    steps, multiples of ``train.eval.every`` and the checkpoint steps), so this is the dense
+    counterpart of the checkpoint spectra. Spaces ``embedding_C`` (columns eig_C_0..) and
+    ``embedding_cov`` (eig_cov_0..). A step recorded twice (a resumed run) keeps its last row.
+    How these spectra differ from the analysis stage's: ``docs/theory.md`` §15.
+    """
+    import pandas as pd
+
+    if "step" not in history.columns or "t" not in history.columns:
+        raise KeyError(f"history lacks step/t columns (has {list(history.columns)[:8]}...): not an engine history.csv")
+    hist = history.drop_duplicates("step", keep="last").sort_values("step")
+    parts = []
+    for space, prefix in HISTORY_SPACES.items():
+        cols = sorted((c for c in hist.columns if c.startswith(prefix) and c[len(prefix):].isdigit()),
+                      key=lambda c: int(c[len(prefix):]))
+        if not cols:
+            raise KeyError(f"history has no {prefix}j columns: written by an engine without eigenvalues?")
+        vals = hist[cols].to_numpy(dtype=np.float64)
+        T, k = vals.shape
+        parts.append(pd.DataFrame({
+            "step": np.repeat(hist["step"].to_numpy(dtype=np.int64), k),
+            "t": np.repeat(hist["t"].to_numpy(dtype=np.float64), k),
+            "space": space,
+            "index": np.tile(np.arange(k, dtype=np.int64), T),
+            "eigenvalue": vals.ravel(),
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def read_run_history(manifest_path: str | os.PathLike):
+    """A run's history.csv (pandas), found through its ``manifest.json`` (key ``history``)."""
+    import json
+
+    import pandas as pd
+
+    manifest_path = Path(manifest_path)
+    name = json.loads(manifest_path.read_text()).get("history")
+    if not name:
+        raise KeyError(f"{manifest_path} names no history file (key 'history'); retrain the run with this engine")
+    return pd.read_csv(manifest_path.parent / name)
+
+
+def dense_table(history, table=None):
+    """Tidy spectra for the step analysis and Figs. 1C-D, 2C-F, 3-5: the embedding spaces from the
+    dense training history (``history_table``) and, when a checkpoint ``table`` is given, its hidden
+    spaces (``hidden_cov``: hidden features exist only in checkpoints)."""
+    import pandas as pd
+
+    parts = [history_table(history)]
+    if table is not None:
+        parts.append(table[~table["space"].isin(list(HISTORY_SPACES))])
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_table(df, path: str | os.PathLike) -> None:

@@ -75,6 +75,7 @@ Everything returned is JSON serialisable (floats, ints, lists, None).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -92,6 +93,10 @@ __all__ = [
     "coincidence_fraction",
     "interval_coverage",
     "analyze_run",
+    "dip_statistic",
+    "dip_null",
+    "dip_test",
+    "bimodality",
 ]
 
 DETECTORS = ("bands", "jumps")
@@ -114,6 +119,10 @@ DEFAULTS: dict[str, Any] = {
     "max_overlap": 0.25,          # intervals overlapping more than this x the shorter -> one step
     "min_log_separation": 0.02,   # events closer than this in log t -> one step
     "coincidence_log_tol": 0.1,   # hidden step interval widened by this in log t (Fig. 5)
+    "dip_times": 8,               # bimodality: pool the spectra of this many rows spread over log t
+    "dip_trials": 200,            # bimodality: uniform samples of the dip test's Monte-Carlo null
+    "dip_seed": 0,                # bimodality: their seed
+    "dip_alpha": 0.05,            # bimodality: bimodal when the dip test's p-value is below this
 }
 
 
@@ -137,6 +146,10 @@ def _params(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"band_margin must be in [0, 0.5), got {p['band_margin']}")
     if int(p["final_window"]) < 1:
         raise ValueError(f"final_window must be >= 1, got {p['final_window']}")
+    if int(p["dip_times"]) < 1 or int(p["dip_trials"]) < 1:
+        raise ValueError(f"dip_times and dip_trials must be >= 1, got {p['dip_times']} and {p['dip_trials']}")
+    if not 0 < p["dip_alpha"] < 1:
+        raise ValueError(f"dip_alpha must be in (0, 1), got {p['dip_alpha']}")
     for key in ("embedding_detector", "hidden_detector"):
         if p[key] not in DETECTORS:
             raise ValueError(f"{key} must be one of {DETECTORS}, got {p[key]!r}")
@@ -403,6 +416,136 @@ def detect_steps(t, eigs, params: Mapping[str, Any] | None = None, n_modes: int 
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Bimodality: Hartigan's dip test on the pooled log-eigenvalues (Figs. 3-4)
+# ---------------------------------------------------------------------------------------------
+
+def _hull(xs: np.ndarray, ys: np.ndarray, lower: bool) -> np.ndarray:
+    """Indices of the vertices of the greatest convex minorant (``lower``) or least concave majorant of
+    the points (xs, ys), xs strictly increasing (Andrew's monotone chain)."""
+    sign = 1.0 if lower else -1.0
+    hull: list[int] = []
+    for i in range(xs.size):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (xs[b] - xs[a]) * (ys[i] - ys[a]) - (ys[b] - ys[a]) * (xs[i] - xs[a])
+            if sign * cross <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return np.asarray(hull, dtype=int)
+
+
+def _interp_hull(xs: np.ndarray, ys: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    return np.interp(xs, xs[verts], ys[verts])
+
+
+def dip_statistic(x) -> float:
+    """Hartigan's dip of the empirical distribution of ``x``: the sup distance to the closest
+    unimodal distribution function (Hartigan & Hartigan 1985; algorithm AS 217, Hartigan 1985).
+
+    It lies in [1/(2n), 1/4]: 1/(2n) for evenly spaced values, 1/4 for two equal point masses (1/5 for
+    two equal, well separated uniform blocks). Ties are merged into one point carrying their mass.
+    Invariant under increasing affine maps of ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n < 2:
+        return 0.0 if n == 0 else 0.5
+    xs, counts = np.unique(x, return_counts=True)
+    if xs.size < 2:
+        return 0.5 / n
+    hi_cdf = np.cumsum(counts) / n          # F at x_i (after its jump)
+    lo_cdf = hi_cdf - counts / n            # F just before x_i
+    lo, hi = 0, xs.size - 1
+    D = 1.0 / n                             # 2 x the smallest possible dip of n points
+    while True:
+        sl = slice(lo, hi + 1)
+        X, Fl, Fh = xs[sl], lo_cdf[sl], hi_cdf[sl]
+        g_idx = _hull(X, Fl, lower=True)    # GCM of the lower cdf
+        l_idx = _hull(X, Fh, lower=False)   # LCM of the upper cdf
+        G = _interp_hull(X, Fl, g_idx)
+        L = _interp_hull(X, Fh, l_idx)
+        # largest vertical distance between GCM and LCM, at a vertex of either
+        dg = L[g_idx] - G[g_idx]
+        dl = L[l_idx] - G[l_idx]
+        if dl.max() > dg.max():
+            d = float(dl.max())
+            xr = int(l_idx[np.nonzero(dl == dl.max())[0][-1]])
+            xl = int(g_idx[g_idx <= xr][-1])
+        else:
+            d = float(dg.max())
+            xl = int(g_idx[np.nonzero(dg == dg.max())[0][0]])
+            xr = int(l_idx[l_idx >= xl][0])
+        if d <= D or (xl == 0 and xr == X.size - 1):
+            return D / 2
+        # deviations of the cdf from the unimodal fit outside the new modal interval [xl, xr]
+        left = float(np.max(Fh[:xl + 1] - G[:xl + 1]))
+        right = float(np.max(L[xr:] - Fl[xr:]))
+        D = max(D, left, right)
+        lo, hi = lo + xl, lo + xr
+
+
+@functools.lru_cache(maxsize=32)
+def dip_null(n: int, trials: int, seed: int) -> np.ndarray:
+    """Dips of ``trials`` samples of n uniform values (the least favourable unimodal null; cached, read-only)."""
+    rng = np.random.default_rng(seed)
+    out = np.array([dip_statistic(rng.random(n)) for _ in range(int(trials))])
+    out.flags.writeable = False
+    return out
+
+
+def dip_test(x, trials: int = DEFAULTS["dip_trials"], seed: int = DEFAULTS["dip_seed"]) -> dict[str, Any]:
+    """Hartigan's dip test of unimodality: ``dip``, ``p_value`` = (1 + #{null dips >= dip}) / (1 + trials)
+    against ``dip_null`` of the same size, and ``n``. A small p rejects unimodality."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    d = dip_statistic(x)
+    null = dip_null(int(x.size), int(trials), int(seed)) if x.size >= 2 else np.zeros(0)
+    p = float((1 + np.sum(null >= d)) / (1 + null.size))
+    return {"dip": float(d), "p_value": p, "n": int(x.size), "trials": int(trials)}
+
+
+def _spread_rows(t: np.ndarray, n_rows: int) -> np.ndarray:
+    """Indices of up to ``n_rows`` rows spread log-uniformly over t > 0 (the last row always among them)."""
+    pos = np.nonzero(t > 0)[0]
+    if pos.size <= n_rows:
+        return pos
+    targets = np.exp(np.linspace(np.log(t[pos[0]]), np.log(t[pos[-1]]), n_rows))
+    idx = {int(pos[np.argmin(np.abs(np.log(t[pos]) - math.log(v)))]) for v in targets}
+    return np.array(sorted(idx), dtype=int)
+
+
+def bimodality(t, eigs, params: Mapping[str, Any] | None = None, n_modes: int | None = None) -> dict[str, Any]:
+    """Dip test of the "two bands" picture (Figs. 3-4): are the log10 eigenvalues bimodal?
+
+    Sample: the log10 eigenvalues above the floor (``floor_rel`` x the largest, as ``estimate_bands``) of
+    every mode at ``dip_times`` rows spread log-uniformly over t > 0 (rows, not the whole dense
+    history: neighbouring rows repeat nearly the same values, which would inflate the sample size
+    the p-value assumes). Returns ``dip_test``'s ``dip``, ``p_value``, ``n`` plus ``rows`` (the times
+    used), ``alpha`` and ``bimodal`` (p_value < alpha: unimodality rejected). Unlike the 2-means
+    split with its 1-decade gap (``estimate_bands``), this rejects a unimodal spread however wide.
+    """
+    p = _params(params)
+    t, eigs = _check_inputs(t, eigs)
+    if n_modes is not None:
+        eigs = eigs[:, :n_modes]
+    rows = _spread_rows(t, int(p["dip_times"]))
+    vals = eigs[rows]
+    finite = vals[np.isfinite(vals)]
+    top = float(finite.max()) if finite.size else 0.0
+    if not top > 0:
+        return {"dip": None, "p_value": None, "n": 0, "trials": int(p["dip_trials"]), "rows": [],
+                "alpha": p["dip_alpha"], "bimodal": None}
+    y = np.log10(vals[np.isfinite(vals) & (vals > p["floor_rel"] * top)])
+    res = dip_test(y, int(p["dip_trials"]), int(p["dip_seed"]))
+    res.update(rows=[float(v) for v in t[rows]], alpha=float(p["dip_alpha"]),
+               bimodal=bool(res["p_value"] < p["dip_alpha"]))
+    return res
+
+
 def coincidence_fraction(times, intervals, log_tol: float = DEFAULTS["coincidence_log_tol"]) -> float | None:
     """Fraction of ``times`` lying in some interval [a e^-tol, b e^tol] of ``intervals``.
 
@@ -451,14 +594,15 @@ def analyze_run(t, embedding_eigs, hidden_eigs=None, *, t_hidden=None, params: M
     has modes), analysed with ``params["hidden_detector"]``. Returns ``step_times``, ``n_steps``,
     ``sequential``, ``hidden_coincidence`` (None without hidden data or without embedding steps),
     ``hidden_coincidence_reverse`` (fraction of hidden steps whose time lies in a widened embedding
-    step interval), ``hidden_coverage`` (the chance level of ``hidden_coincidence``), and the full
-    ``embedding`` / ``hidden`` results of ``detect_steps``.
+    step interval), ``hidden_coverage`` (the chance level of ``hidden_coincidence``), ``bimodality``
+    (the dip test of the embedding spectra, ``bimodality``) and the full ``embedding`` / ``hidden``
+    results of ``detect_steps``.
     """
     p = _params(params)
     emb = detect_steps(t, embedding_eigs, p, n_modes=n_modes, detector=p["embedding_detector"])
     res = {"step_times": emb["step_times"], "n_steps": emb["n_steps"], "sequential": emb["sequential"],
            "hidden_coincidence": None, "hidden_coincidence_reverse": None, "hidden_coverage": None,
-           "embedding": emb, "hidden": None}
+           "bimodality": bimodality(t, embedding_eigs, p, n_modes=n_modes), "embedding": emb, "hidden": None}
     if hidden_eigs is not None:
         th = np.asarray(t if t_hidden is None else t_hidden, dtype=np.float64)
         hm = hidden_modes if hidden_modes is not None else emb["n_modes"]

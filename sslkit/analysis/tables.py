@@ -2,7 +2,12 @@
 
 Table 1 (``table1.csv``): one row per method,
     method, a_exp_th, a_exp_ntk, random_analytic, random_empirical, n, d
-(a(P_exp, P_th), a(P_exp, P_NTK), the random-subspace baseline d/(2n) and its Monte-Carlo mean).
+(a(P_exp, P_th), a(P_exp, P_NTK), the random-subspace baseline d/(2n) and its Monte-Carlo mean),
+then the baselines that know the network's hidden features H (``random_feature_span``: a random
+d-dimensional subspace of the span of H; ``a_exp_hidden_pcs``: the top-d principal directions of H),
+the alignments with the theory built on the *initial* eNTK (``a_exp_th_init``, ``a_exp_ntk_init``;
+footnote 22) and App. D.2's alpha check of the run (``top_eigenvalue_init`` at step 0 vs
+``alpha_paper_value``, ``alpha_check_passed``; docs/theory.md §15).
 Table 2 (``table2.csv``): one row per pair of methods, method_a, method_b, alignment = a(P_exp^a, P_exp^b).
 
 The paper's values (ResNet-50 on STL-10, d = 50, n = 1000, App. E Tables 1-2) are in
@@ -23,6 +28,7 @@ from sslkit.registry import METHOD_LABELS
 
 __all__ = [
     "TABLE1_COLUMNS",
+    "TABLE1_OPTIONAL",
     "TABLE2_COLUMNS",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
@@ -39,7 +45,12 @@ __all__ = [
     "table2_latex",
 ]
 
-TABLE1_COLUMNS = ("method", "a_exp_th", "a_exp_ntk", "random_analytic", "random_empirical", "n", "d")
+TABLE1_COLUMNS = ("method", "a_exp_th", "a_exp_ntk", "random_analytic", "random_empirical", "n", "d",
+                  "random_feature_span", "a_exp_hidden_pcs", "a_exp_th_init", "a_exp_ntk_init",
+                  "top_eigenvalue_init", "alpha_paper_value", "alpha_check_passed")
+#: Table 1 columns a summary may lack (older ntk_alignment JSON, ntk.initial_ntk false): empty cells
+TABLE1_OPTIONAL = ("random_feature_span", "a_exp_hidden_pcs", "a_exp_th_init", "a_exp_ntk_init",
+                   "top_eigenvalue_init", "alpha_paper_value", "alpha_check_passed")
 TABLE2_COLUMNS = ("method_a", "method_b", "alignment")
 
 #: App. E, Table 1: a(P_exp, P_th) and a(P_exp, P_NTK) per method
@@ -59,6 +70,7 @@ PAPER_RANDOM = 0.025
 PAPER_SETTING = "ResNet-50, STL-10, d = 50, n = 1000"
 
 _INT_COLUMNS = {"n", "d"}
+_BOOL_COLUMNS = {"alpha_check_passed"}
 _STR_COLUMNS = {"method", "method_a", "method_b"}
 
 
@@ -71,10 +83,13 @@ def table1_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     JSON of rule ntk_alignment), in the mapping's order."""
     rows = []
     for method, s in summaries.items():
-        missing = [c for c in TABLE1_COLUMNS[1:] if c not in s]
+        missing = [c for c in TABLE1_COLUMNS[1:] if c not in s and c not in TABLE1_OPTIONAL]
         if missing:
             raise KeyError(f"summary of {method} lacks {missing} (expected the JSON of rule ntk_alignment)")
-        rows.append({"method": method, **{c: s[c] for c in TABLE1_COLUMNS[1:]}})
+        alpha = s.get("alpha_check") or {}
+        extra = {"top_eigenvalue_init": alpha.get("top_eigenvalue_init"), "alpha_paper_value": alpha.get("paper_value"),
+                 "alpha_check_passed": alpha.get("passed")}
+        rows.append({"method": method, **{c: s.get(c, extra.get(c)) for c in TABLE1_COLUMNS[1:]}})
     return rows
 
 
@@ -88,6 +103,10 @@ def table2_rows(pairs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float) or hasattr(v, "dtype"):
         return repr(float(v))
     return str(v)
@@ -99,7 +118,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_cell(r[c]) for c in columns])
+        w.writerow([_cell(r.get(c)) for c in columns])
     return buf.getvalue()
 
 
@@ -111,8 +130,8 @@ def read_csv(text_or_path) -> list[dict[str, Any]]:
             text = fh.read()
     out = []
     for r in csv.DictReader(io.StringIO(text)):
-        out.append({k: (v if k in _STR_COLUMNS else int(v) if k in _INT_COLUMNS else float(v))
-                    for k, v in r.items()})
+        out.append({k: (v if k in _STR_COLUMNS else None if v == "" else v == "True" if k in _BOOL_COLUMNS
+                        else int(v) if k in _INT_COLUMNS else float(v)) for k, v in r.items()})
     return out
 
 
@@ -130,6 +149,16 @@ def _ratio(v: float, base: float) -> str:
     return f"{float(v) / float(base):.1f}x"
 
 
+def _alpha_cell(r: Mapping[str, Any]) -> str:
+    """'2.0e-03 (1e-03: pass)': the run's top eigenvalue at init vs App. D.2's value, or '-'."""
+    top = r.get("top_eigenvalue_init")
+    if top is None:
+        return "-"
+    target, ok = r.get("alpha_paper_value"), r.get("alpha_check_passed")
+    verdict = "no rule" if target is None else f"{target:.0e}: {'pass' if ok else 'fail'}"
+    return f"{top:.1e} ({verdict})"
+
+
 def _md(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -139,7 +168,9 @@ def _md(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 def table1_markdown(rows: Sequence[Mapping[str, Any]], setting: str = "") -> str:
     """Markdown Table 1: ours (with the ratio to the random baseline) beside the paper's values."""
     header = ["method", "a(P_exp, P_th) ours", "paper", "a(P_exp, P_NTK) ours", "paper",
-              "random d/(2n) ours", "random empirical ours", "random paper", "n", "d"]
+              "random d/(2n) ours", "random empirical ours", "random paper",
+              "random in feature span", "top-d hidden PCs", "a(P_exp, P_th) initial eNTK",
+              "a(P_exp, P_NTK) initial eNTK", "top eigenvalue at init (paper ~)", "n", "d"]
     body = []
     for r in rows:
         p = PAPER_TABLE1.get(r["method"], {})
@@ -147,7 +178,9 @@ def table1_markdown(rows: Sequence[Mapping[str, Any]], setting: str = "") -> str
         body.append([_label(r["method"]),
                      f"{_f(r['a_exp_th'])} ({_ratio(r['a_exp_th'], base)} random)", _f(p.get("a_exp_th")),
                      f"{_f(r['a_exp_ntk'])} ({_ratio(r['a_exp_ntk'], base)} random)", _f(p.get("a_exp_ntk")),
-                     _f(base, 4), _f(r["random_empirical"], 4), _f(PAPER_RANDOM, 3), str(r["n"]), str(r["d"])])
+                     _f(base, 4), _f(r["random_empirical"], 4), _f(PAPER_RANDOM, 3),
+                     _f(r.get("random_feature_span")), _f(r.get("a_exp_hidden_pcs")), _f(r.get("a_exp_th_init")),
+                     _f(r.get("a_exp_ntk_init")), _alpha_cell(r), str(r["n"]), str(r["d"])])
     title = "Table 1: alignment of trained embeddings with the eNTK theory"
     note = f"\nOurs: {setting}. Paper: {PAPER_SETTING}.\n" if setting else f"\nPaper: {PAPER_SETTING}.\n"
     return f"{title}\n\n" + _md(header, body) + note
@@ -185,17 +218,21 @@ def _tex_escape(s: str) -> str:
 def table1_latex(rows: Sequence[Mapping[str, Any]], setting: str = "") -> str:
     """LaTeX (booktabs) Table 1: ours beside the paper's values."""
     header = ["Method", r"$a(P_\mathrm{exp}, P_\mathrm{th})$", "paper", r"$a(P_\mathrm{exp}, P_\mathrm{NTK})$",
-              "paper", r"random $d/2n$", "random (emp.)", "random paper"]
+              "paper", r"random $d/2n$", "random (emp.)", "random paper", "random in span $H$", "top-$d$ PCs of $H$",
+              r"$a(P_\mathrm{exp}, P_\mathrm{th})$ init", r"$a(P_\mathrm{exp}, P_\mathrm{NTK})$ init",
+              r"$\lambda_1$ at init"]
     body = []
     for r in rows:
         p = PAPER_TABLE1.get(r["method"], {})
         body.append([_tex_escape(_label(r["method"])), _f(r["a_exp_th"]), _f(p.get("a_exp_th")),
                      _f(r["a_exp_ntk"]), _f(p.get("a_exp_ntk")), _f(r["random_analytic"], 4),
-                     _f(r["random_empirical"], 4), _f(PAPER_RANDOM)])
+                     _f(r["random_empirical"], 4), _f(PAPER_RANDOM), _f(r.get("random_feature_span")),
+                     _f(r.get("a_exp_hidden_pcs")), _f(r.get("a_exp_th_init")), _f(r.get("a_exp_ntk_init")),
+                     _alpha_cell(r)])
     nd = f" ($n = {rows[0]['n']}$, $d = {rows[0]['d']}$)" if rows else ""
     caption = (f"Alignment of trained embeddings with the eNTK theory. Ours: {_tex_escape(setting)}{nd}; "
                f"paper: {PAPER_SETTING}.")
-    return _tex("lrrrrrrr", header, body, caption, "tab:ntk-alignment")
+    return _tex("l" + "r" * 12, header, body, caption, "tab:ntk-alignment")
 
 
 def table2_latex(rows: Sequence[Mapping[str, Any]], random_analytic: float | None = None,

@@ -31,6 +31,7 @@ from sslkit.theory import kernel as kn
 
 __all__ = [
     "ARRAY_KEYS",
+    "initial_ntk_alignment",
     "augmented_pairs",
     "stacked_points",
     "network_embeddings",
@@ -196,6 +197,23 @@ def pairwise_alignments(subspaces: Mapping[str, np.ndarray]) -> list[dict[str, A
                          f"{ {k: subspaces[k].shape for k in names} }")
     return [{"method_a": a, "method_b": b, "alignment": kn.alignment(subspaces[a], subspaces[b])}
             for a, b in itertools.combinations(names, 2)]
+
+
+def initial_ntk_alignment(K0: np.ndarray, P_exp: np.ndarray, rtol: float = kn.DEFAULT_RTOL) -> dict[str, Any]:
+    """The trained embeddings vs the theory built on the eNTK at initialisation K0 (paper, App. E,
+    footnote 22: "Agreement with predictions from the initial NTK ... is generally worse but still
+    greater than chance"). ``P_exp``: d x 2n subspace of the trained embeddings; K0: 2n x 2n eNTK of
+    the initial network on the same points. Returns ``a_exp_th_init`` = a(P_exp, P_th(K0)) (Eq. 49
+    with K0) and ``a_exp_ntk_init`` = a(P_exp, top-d eigenvectors of K0)."""
+    P_exp = np.asarray(P_exp, dtype=np.float64)
+    K0 = np.asarray(K0, dtype=np.float64)
+    if K0.shape != (P_exp.shape[1], P_exp.shape[1]):
+        raise ValueError(f"K0 must be 2n x 2n over the points of P_exp (2n = {P_exp.shape[1]}), got {K0.shape}")
+    d = P_exp.shape[0]
+    spec = kn.kernel_gamma(K0, rtol)
+    P_th0 = kn.right_singular_subspace(kn.predicted_embeddings(spec, d), d)
+    return {"a_exp_th_init": kn.alignment(P_exp, P_th0),
+            "a_exp_ntk_init": kn.alignment(P_exp, kn.top_eigvec_subspace(spec.K, d))}
 
 
 def feature_baselines(P_exp: np.ndarray, H: np.ndarray, rtol: float = 1e-10) -> dict[str, Any]:

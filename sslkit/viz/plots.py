@@ -268,12 +268,22 @@ def fig2cf(histories, spectra=None, *, space="embedding_cov", step_times=None, t
     return fig
 
 
-def fig3(spectra, bands=None, *, space=None, t_scale: str = "linear", max_modes: int | None = None):
+def _dip_note(bim) -> str:
+    """' -- dip 0.081, p = 0.005: bimodal' from a ``sslkit.analysis.steps.bimodality`` result ('' without)."""
+    if not bim or bim.get("dip") is None:
+        return ""
+    verdict = "bimodal" if bim["bimodal"] else "unimodality not rejected"
+    return f"\ndip {bim['dip']:.3f}, p = {bim['p_value']:.2g}: {verdict}"
+
+
+def fig3(spectra, bands=None, *, space=None, t_scale: str = "linear", max_modes: int | None = None,
+         bimodality=None):
     """Fig. 3: embedding eigenvalues vs t from standard init, one panel per method, with the
     grown/ungrown threshold (dashed) and the band edges (dotted) of ``sslkit.analysis.steps``.
 
     ``spectra``: {label: tidy table}; ``bands``: {label: bands dict (``detect_steps(...)["bands"]``)};
-    ``space``: a space name, {label: space}, or None for the paper's choice per method.
+    ``space``: a space name, {label: space}, or None for the paper's choice per method;
+    ``bimodality``: {label: ``sslkit.analysis.steps.bimodality`` result}, printed in the panel titles.
     """
     labels = list(spectra)
     with style():
@@ -291,7 +301,7 @@ def fig3(spectra, bands=None, *, space=None, t_scale: str = "linear", max_modes:
                         ax.axhline(b[edge], color="k", ls=":", lw=0.7)
                 ax.legend(loc="lower right")
             ax.set_ylabel("eigenvalue of C" if sp == "embedding_C" else "covariance eigenvalue")
-            ax.set_title(f"({chr(65 + c)}) {lab}, standard init")
+            ax.set_title(f"({chr(65 + c)}) {lab}, standard init" + _dip_note((bimodality or {}).get(lab)))
         fig.tight_layout()
     return fig
 
@@ -305,13 +315,14 @@ def _pick_checkpoints(t: np.ndarray, times, n_times: int) -> list[int]:
 
 
 def fig4(spectra, bands=None, *, space=None, times=None, n_times: int = 4, bins: int = 40,
-         max_modes: int | None = None):
+         max_modes: int | None = None, bimodality=None):
     """Fig. 4: histograms of the embedding eigenvalues at selected times (log-spaced bins on a log
     axis), one row per method, with the threshold lines of Fig. 3. A bimodal histogram = a band of
     grown and a band of ungrown eigenvalues.
 
     ``times``: {label: [t...]} or one list for all (nearest checkpoints); default ``n_times``
     checkpoints spread over the run. Non-positive eigenvalues are left out (their count is shown).
+    ``bimodality``: {label: ``sslkit.analysis.steps.bimodality`` result}, printed above each row's first panel.
     """
     labels = list(spectra)
     with style():
@@ -339,7 +350,9 @@ def fig4(spectra, bands=None, *, space=None, times=None, n_times: int = 4, bins:
                 if b.get("threshold"):
                     ax.axvline(b["threshold"], color="k", ls="--", lw=1.0)
                 n_bad = int((lam <= 0).sum())
-                ax.set_title(f"{lab}: t = {t[picks[c]]:.4g}" + (f" ({n_bad} <= 0)" if n_bad else ""), fontsize=9)
+                note = _dip_note((bimodality or {}).get(lab)) if c == 0 else ""
+                ax.set_title(f"{lab}: t = {t[picks[c]]:.4g}" + (f" ({n_bad} <= 0)" if n_bad else "") + note,
+                             fontsize=9)
                 ax.set_xlabel("eigenvalue")
                 if c == 0:
                     ax.set_ylabel("count")

@@ -174,3 +174,21 @@ def test_bad_analysis_config_rejected(overlay, key):
     with pytest.raises(cfgmod.ConfigError) as err:
         cfgmod.validate({"analysis": overlay})
     assert f"'{key}'" in str(err.value)
+
+
+def test_alpha_check_against_the_papers_rule_of_thumb():
+    import pandas as pd
+
+    h = pd.DataFrame({"step": [0, 10], "t": [0.0, 1.0], "eig_C_0": [2e-3, 1.0], "eig_C_1": [1e-5, 0.5],
+                      "eig_cov_0": [3e-8, 1.0], "eig_cov_1": [1e-9, 0.2]})
+    bt = analysis.alpha_check(h, "barlow_twins", "small")  # C: 2e-3 vs 1e-3 -> within a decade
+    assert bt["space"] == "embedding_C" and bt["top_eigenvalue_init"] == 2e-3 and bt["passed"] is True
+    assert bt["log10_ratio"] == pytest.approx(np.log10(2))
+    vr = analysis.alpha_check(h, "vicreg", "small")  # Cov: 3e-8 vs 1e-3 -> 4.5 decades too small
+    assert vr["space"] == "embedding_cov" and vr["passed"] is False
+    assert analysis.alpha_check(h, "simclr", "small")["passed"] is False  # 3e-8 vs 1e-6: 1.5 decades
+    assert analysis.alpha_check(h, "simclr", "small", tolerance=2.0)["passed"] is True
+    assert analysis.alpha_check(h, "barlow_twins", "standard")["passed"] is None  # no rule for standard init
+    assert analysis.alpha_check(h, "byol", "small")["paper_value"] is None
+    with pytest.raises(ValueError, match="step 0"):
+        analysis.alpha_check(h[h["step"] > 0], "barlow_twins", "small")

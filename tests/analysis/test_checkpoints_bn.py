@@ -72,3 +72,46 @@ def test_recomputed_spectra_equal_batch_statistics_and_running_ones_do_not():
     assert abs(stale["eigenvalues"]["embedding_C"][0]) < 1e-3 * abs(ref[0])
     with pytest.raises(ValueError, match="bn_stats"):
         analysis.checkpoint_spectra(net, pairs, bn_stats="train")
+
+
+def _history_style_spectra(net, x1, x2):
+    """What the engine's history records (engine.evaluate -> method.loss(update=False) -> embeddings):
+    each view forwarded separately in train mode (its own batch statistics), buffers restored,
+    eigenvalues by engine.embedding_spectra (covariance normalised by 2N - 1)."""
+    from sslkit.training import engine
+
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    with torch.no_grad():
+        z1, z2 = net.embed(x1), net.embed(x2)
+    net.load_state_dict(saved)
+    eig_c, eig_cov = engine.embedding_spectra(z1, z2)
+    return np.asarray(eig_c), np.asarray(eig_cov)
+
+
+@pytest.mark.parametrize("noise, shift", [(0.0, 0.0), (0.3, 1.0)])
+def test_history_spectra_vs_analysis_stage_bn(noise, shift):
+    """The history's BN handling (per-view batch statistics) equals the analysis stage's precise BN
+    (statistics pooled over both views, eval mode) when the two views have the same statistics, up to
+    O(1/N) factors (unbiased variance in BN's running_var; 2N - 1 vs 2N in the covariance). When the
+    views' statistics differ (``noise``, ``shift``), the two differ -- and precise BN estimated per view
+    reproduces the history: the whole difference is pooled vs per-view statistics (docs/theory.md §15)."""
+    torch.manual_seed(2)
+    net = Net(1.0).double()
+    N = 256
+    x1 = torch.randn(N, 6, dtype=torch.float64)
+    x2 = x1 + noise * torch.randn(N, 6, dtype=torch.float64) + shift  # shift: view 2 has another mean
+    hist_c, hist_cov = _history_style_spectra(net, x1, x2)
+    ana = analysis.checkpoint_spectra(net, {"x1": x1, "x2": x2}, batch_size=N, bn_stats="recompute")
+    rtol = 3.0 / N
+    close = (np.allclose(ana["eigenvalues"]["embedding_C"], hist_c, rtol=rtol)
+             and np.allclose(ana["eigenvalues"]["embedding_cov"], hist_cov, rtol=rtol))
+    assert close == (shift == 0.0)
+    # per-view precise BN = the history's per-view batch statistics
+    z = []
+    for x in (x1, x2):
+        analysis.recompute_bn_stats(net, net.embed, [x])
+        with torch.no_grad():
+            z.append(net.embed(x))
+    per_view = np.linalg.eigvalsh(((z[0].T @ z[1] + z[1].T @ z[0]) / (2 * N)).numpy())[::-1]
+    np.testing.assert_allclose(per_view, hist_c, rtol=rtol, atol=1e-12)

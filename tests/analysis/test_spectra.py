@@ -141,3 +141,49 @@ def test_tidy_table_roundtrip(tmp_path, suffix):
         sp.trajectories(back, "nope")
     with pytest.raises(ValueError, match="suffix"):
         sp.write_table(df, tmp_path / "x.txt")
+
+
+def _history(steps, eig_c, eig_cov, lr=0.5):
+    import pandas as pd
+
+    h = pd.DataFrame({"step": steps, "t": lr * np.asarray(steps, float), "loss": np.nan})
+    for j in range(eig_c.shape[1]):
+        h[f"eig_C_{j}"] = eig_c[:, j]
+    for j in range(eig_cov.shape[1]):
+        h[f"eig_cov_{j}"] = eig_cov[:, j]
+    return h
+
+
+def test_history_table_gives_the_history_eigenvalues_as_trajectories():
+    rng = np.random.default_rng(0)
+    steps = [0, 1, 2, 5, 9, 10, 10, 12]  # step 10 twice (resumed run): the last row counts
+    # 11 modes, so that a lexicographic column order (eig_C_10 before eig_C_2) would show
+    eig_c = -np.sort(-rng.random((len(steps), 11)), axis=1)
+    eig_cov = -np.sort(-rng.random((len(steps), 11)), axis=1)
+    h = _history(steps, eig_c, eig_cov)
+    table = sp.history_table(h)
+    assert list(table.columns) == list(sp.TABLE_COLUMNS)
+    s, t, e = sp.trajectories(table, "embedding_C")
+    keep = [0, 1, 2, 3, 4, 6, 7]
+    np.testing.assert_array_equal(s, np.array(steps)[keep])
+    np.testing.assert_array_equal(t, 0.5 * np.array(steps, float)[keep])
+    np.testing.assert_array_equal(e, eig_c[keep])
+    np.testing.assert_array_equal(sp.trajectories(table, "embedding_cov")[2], eig_cov[keep])
+    with pytest.raises(KeyError, match="eig_C_"):
+        sp.history_table(h.drop(columns=[c for c in h.columns if c.startswith("eig_C_")]))
+
+
+def test_dense_table_takes_embeddings_from_history_and_hidden_from_checkpoints(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    h = _history(list(range(0, 50, 2)), rng.random((25, 3)), rng.random((25, 3)))
+    records = [{"step": s, "t": 0.5 * s, "eigenvalues": {"embedding_C": [9.0, 8.0, 7.0], "embedding_cov": [9.0, 8, 7],
+                                                          "hidden_cov": [3.0, 2.0, 1.0, 0.5]}} for s in (0, 10, 48)]
+    dense = sp.dense_table(h, sp.spectra_table(records))
+    assert len(sp.trajectories(dense, "embedding_C")[0]) == 25      # all history rows
+    assert (sp.trajectories(dense, "embedding_C")[2] < 1).all()      # not the checkpoint values
+    assert list(sp.trajectories(dense, "hidden_cov")[0]) == [0, 10, 48]
+    (tmp_path / "history.csv").write_text(h.to_csv(index=False))
+    (tmp_path / "manifest.json").write_text(json.dumps({"history": "history.csv"}))
+    assert sp.read_run_history(tmp_path / "manifest.json").shape == h.shape

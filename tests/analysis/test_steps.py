@@ -211,3 +211,67 @@ def test_hidden_coincidence():
     assert steps.coincidence_fraction([1.0, 2.0], [[1.05, 1.1]], log_tol=0.1) == 0.5
     assert steps.coincidence_fraction([1.0], []) == 0.0
     assert steps.interval_coverage([[1.0, 2.0], [1.5, 4.0]], 1.0, 16.0, log_tol=0.0) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bimodality (dip test) of Figs. 3-4
+# ---------------------------------------------------------------------------------------------
+
+def test_dip_statistic_known_values():
+    n = 101
+    assert steps.dip_statistic(np.arange(n, dtype=float)) == pytest.approx(1 / (2 * n), rel=1e-12)
+    two_points = np.r_[np.zeros(50), np.ones(50)]  # ties merge: two equal point masses
+    assert steps.dip_statistic(two_points) == pytest.approx(0.25, rel=1e-12)
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, 300), rng.normal(6, 1, 300)]
+    assert steps.dip_statistic(x) == pytest.approx(steps.dip_statistic(3 * x - 7), rel=1e-12)
+    assert 0.1 < steps.dip_statistic(x) < 0.25 and steps.dip_statistic(rng.normal(size=600)) < 0.03
+
+
+def _synthetic_spectra(kind: str, T: int = 60, k: int = 32, seed: int = 0):
+    """T log-spaced times x k eigenvalues; every row drawn from the same spread of log10 eigenvalues."""
+    rng = np.random.default_rng(seed)
+    t = np.geomspace(1e-2, 1e2, T)
+    if kind == "log-uniform":
+        y = rng.uniform(-7, -1, (T, k))
+    elif kind == "log-normal":
+        y = rng.normal(-4, 1.5, (T, k))
+    else:  # two bands 5 decades apart
+        y = np.where(np.arange(k) < k // 2, rng.normal(-1, 0.3, (T, k)), rng.normal(-6, 0.3, (T, k)))
+    return t, -np.sort(-(10.0 ** y), axis=1)
+
+
+@pytest.mark.parametrize("kind", ["log-uniform", "log-normal"])
+def test_dip_test_does_not_call_a_unimodal_spread_bimodal_but_the_otsu_gap_does(kind):
+    """20 synthetic unimodal controls: the dip test calls at most a few bimodal (its 5 % false-alarm
+    rate), while the 2-means split with its 1-decade gap "separates" every one of them."""
+    results = [steps.bimodality(*_synthetic_spectra(kind, seed=s)) for s in range(20)]
+    assert all(r["n"] == 8 * 32 and len(r["rows"]) == 8 for r in results)
+    assert sum(r["bimodal"] for r in results) <= 3
+    assert np.median([r["p_value"] for r in results]) > 0.2
+    for s in range(20):
+        bands = steps.estimate_bands(_synthetic_spectra(kind, seed=s)[1])
+        assert bands["separated"] and bands["gap_decades"] > 2
+
+
+def test_dip_test_finds_two_bands():
+    results = [steps.bimodality(*_synthetic_spectra("bimodal", seed=s)) for s in range(20)]
+    assert all(r["bimodal"] and r["p_value"] < 0.01 and r["dip"] > 0.15 for r in results)
+    t, eigs = _synthetic_spectra("bimodal")
+    assert steps.analyze_run(t, eigs)["bimodality"] == results[0]
+
+
+def test_dip_test_p_value_is_calibrated_on_the_uniform_null():
+    """Rejection rate of unimodal (uniform) samples at alpha = 0.1 is about 0.1 (not 0, not 1)."""
+    rng = np.random.default_rng(5)
+    p = [steps.dip_test(rng.random(64), trials=200, seed=1)["p_value"] for _ in range(100)]
+    assert 0.03 <= np.mean(np.array(p) < 0.1) <= 0.2
+
+
+def test_dip_parameters_are_checked():
+    t, eigs = _synthetic_spectra("bimodal")
+    with pytest.raises(ValueError, match="dip_alpha"):
+        steps.bimodality(t, eigs, {"dip_alpha": 1.5})
+    with pytest.raises(ValueError, match="dip_times"):
+        steps.bimodality(t, eigs, {"dip_times": 0})
+    assert steps.bimodality(t, np.zeros_like(eigs))["bimodal"] is None  # no positive eigenvalue

@@ -143,10 +143,11 @@ def _rows():
 def test_csv_round_trips_exactly(tmp_path):
     rows1, rows2 = _rows()
     text1 = tb.to_csv(rows1, tb.TABLE1_COLUMNS)
-    assert text1.splitlines()[0] == "method,a_exp_th,a_exp_ntk,random_analytic,random_empirical,n,d"
+    assert text1.splitlines()[0].startswith("method,a_exp_th,a_exp_ntk,random_analytic,random_empirical,n,d,")
     (tmp_path / "t1.csv").write_text(text1)
     back1 = tb.read_csv(tmp_path / "t1.csv")
-    assert back1 == [{k: (float(v) if k not in ("method", "n", "d") else v) for k, v in r.items()} for r in rows1]
+    assert back1 == [{**{k: (float(v) if k not in ("method", "n", "d") else v) for k, v in r.items()},
+                      **{k: None for k in tb.TABLE1_OPTIONAL}} for r in rows1]
     back2 = tb.read_csv(tb.to_csv(rows2, tb.TABLE2_COLUMNS))
     assert back2 == rows2
     import pandas as pd  # an independent reader agrees
@@ -235,3 +236,45 @@ def test_missing_init_block_is_named(repo):
     cfg["ntk"]["init"] = "ntk"
     with pytest.raises(ConfigError, match=r"methods\.barlow_twins\.ntk"):
         ntk_methods(cfg)
+
+
+def test_table1_prints_feature_span_baselines_initial_entk_and_alpha_check():
+    """The baselines that know the hidden features, the initial-eNTK alignment and the alpha check are
+    in the table itself (CSV round trip, Markdown and LaTeX cells), not only in the JSON."""
+    rows1, _ = _rows()
+    summaries = {}
+    for i, r in enumerate(rows1):
+        s = {k: v for k, v in r.items() if k != "method"}
+        s.update(random_feature_span=0.61 + i / 100, a_exp_hidden_pcs=0.97 - i / 100, a_exp_th_init=0.123 + i / 100,
+                 a_exp_ntk_init=0.234 + i / 100,
+                 alpha_check={"top_eigenvalue_init": 2e-3 * 10 ** -i, "paper_value": 1e-3, "passed": i == 0})
+        summaries[r["method"]] = s
+    rows = tb.table1_rows(summaries)
+    back = tb.read_csv(tb.to_csv(rows, tb.TABLE1_COLUMNS))
+    assert [b["alpha_check_passed"] for b in back] == [True, False, False]
+    assert back[1]["a_exp_ntk_init"] == pytest.approx(0.244) and back[2]["top_eigenvalue_init"] == 2e-5
+    md = tb.table1_markdown(rows, "digits")
+    assert "random in feature span" in md and "initial eNTK" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {tb.METHOD_LABELS['simclr']} |"))
+    assert "| 0.620 | 0.960 | 0.133 | 0.244 | 2.0e-04 (1e-03: fail) |" in line
+    tex = tb.table1_latex(rows, "digits")
+    assert "0.620 & 0.960 & 0.133 & 0.244" in tex and "2.0e-03 (1e-03: pass)" in tex
+    # summaries without them (older JSON) still make a table, with empty cells
+    old = tb.table1_rows({m: {k: v for k, v in r.items() if k != "method"} for m, r in zip(summaries, rows1)})
+    assert old[0]["a_exp_ntk_init"] is None and "| - | - | - | - | - |" in tb.table1_markdown(old)
+
+
+def test_initial_ntk_alignment_is_the_theory_on_k0():
+    """initial_ntk_alignment(K0, P) = theory_alignment(K0, f) alignments for f spanning P."""
+    from sslkit.theory.alignment import initial_ntk_alignment, theory_alignment
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(40, 40))
+    K0 = A @ A.T
+    f = rng.normal(size=(4, 40))
+    arrays, sc = theory_alignment(K0, f, random_trials=2)
+    res = initial_ntk_alignment(K0, arrays["P_exp"])
+    assert res["a_exp_th_init"] == pytest.approx(sc["a_exp_th"], rel=1e-10)
+    assert res["a_exp_ntk_init"] == pytest.approx(sc["a_exp_ntk"], rel=1e-10)
+    with pytest.raises(ValueError, match="2n x 2n"):
+        initial_ntk_alignment(K0[:10, :10], arrays["P_exp"])

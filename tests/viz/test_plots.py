@@ -77,6 +77,11 @@ def test_fig3_threshold_lines(run):
     # Barlow Twins shows C, SimCLR the covariance (0.9 x C in this synthetic table)
     np.testing.assert_allclose(a_sc.get_lines()[0].get_ydata(), 0.9 * a_bt.get_lines()[0].get_ydata())
     matplotlib.pyplot.close(fig)
+    bim = {"dip": 0.0812, "p_value": 0.005, "bimodal": True}
+    fig2 = plots.fig3({"BT": table, "SimCLR": table}, bimodality={"BT": bim, "SimCLR": dict(bim, bimodal=False)})
+    assert "dip 0.081, p = 0.005: bimodal" in fig2.axes[0].get_title()
+    assert "unimodality not rejected" in fig2.axes[1].get_title()
+    matplotlib.pyplot.close(fig2)
 
 
 def test_fig4_histograms(run):

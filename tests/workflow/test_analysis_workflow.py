@@ -136,6 +136,15 @@ def test_outputs_follow_the_contract(analysed):
         assert steps["sequential"] in (None, True, False) and (steps["sequential"] is None) == (steps["n_steps"] == 0)
         hc = steps["hidden_coincidence"]
         assert (hc is None) == (steps["n_steps"] == 0) and (hc is None or 0 <= hc <= 1)
+        # embedding spectra from the dense history (every row), hidden ones from the checkpoints
+        history = pd.read_csv(analysed / f"results/train/digits/{run}/history.csv")
+        assert steps["spectra_source"] == "history" and steps["n_spectra"] == history["step"].nunique()
+        assert steps["n_spectra"] >= len(steps_expected) and steps["n_checkpoints"] == len(steps_expected)
+        bim = steps["bimodality"]
+        assert 0 < bim["dip"] <= 0.25 and 0 < bim["p_value"] <= 1 and bim["bimodal"] == (bim["p_value"] < 0.05)
+        alpha = steps["alpha_check"]
+        assert alpha["top_eigenvalue_init"] == history.loc[history["step"] == 0, "eig_C_0"].iloc[0]
+        assert (alpha["passed"] is None) == run.endswith("standard")
 
         probe = pd.read_csv(analysed / f"results/probe/digits/{run}.csv")
         assert list(probe["step"]) == steps_expected
@@ -143,6 +152,8 @@ def test_outputs_follow_the_contract(analysed):
         assert (probe["n_train"] == 300).all() and (probe["n_test"] == 200).all()
         row = table[table["run"] == run].iloc[0]
         assert row["n_steps"] == steps["n_steps"] and row["final_linear_acc"] == probe["linear_acc"].iloc[-1]
+        assert row["dip"] == steps["bimodality"]["dip"] and row["n_spectra"] == steps["n_spectra"]
+        assert row["top_eigenvalue_init"] == steps["alpha_check"]["top_eigenvalue_init"]
     for name in FIGURES:
         assert (analysed / f"results/figures/{name}_digits.pdf").stat().st_size > 0
     assert not (analysed / "results/figures/fig2cf_digits.png").exists()

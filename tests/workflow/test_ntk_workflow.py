@@ -52,9 +52,14 @@ def smk(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
+    import pandas as pd
+
     from sslkit.analysis import tables as tb
     from sslkit.io import load_json
     from sslkit.theory import kernel as kn
+    from sslkit.theory.alignment import stacked_points
+    from sslkit.theory.ntk import empirical_ntk
+    from sslkit.training.engine import load_checkpoint
 
     methods = ["barlow_twins", "vicreg"]
     targets = [f"results/tables/digits/table{i}.{e}" for i in (1, 2) for e in ("csv", "md", "tex")]
@@ -82,7 +87,21 @@ def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
         assert (s["n"], s["d"], s["init"], s["checkpoint_step"]) == (40, 4, "small", 10)
         assert s["ntk_time_s"] > 0 and s["ntk_peak_bytes"] is not None
         assert s["feature_rank"] <= 32 and 0 < s["random_feature_span"] <= 1  # h = 512 x 0.0625 features
-        assert row == {"method": m, **{k: s[k] for k in tb.TABLE1_COLUMNS[1:]}}
+        assert row == tb.table1_rows({m: s})[0]
+        # the initial eNTK is that of the run's step-0 checkpoint on the same points (footnote 22)
+        run = workdir / f"results/train/digits/{m}-small"
+        man = load_json(run / "manifest.json")
+        assert s["initial_checkpoint_step"] == 0 == man["checkpoints"][0]["step"]
+        model0, _ = load_checkpoint(run / man["checkpoints"][0]["path"])
+        K0 = empirical_ntk(model0, stacked_points(pairs["x1"], pairs["x2"]), chunk_size=16).K
+        assert row["a_exp_ntk_init"] == pytest.approx(kn.alignment(z["P_exp"], kn.top_eigvec_subspace(K0, 4)),
+                                                      abs=1e-6)
+        assert 0 < row["a_exp_th_init"] <= 1
+        # the alpha check reads the history row of step 0
+        hist = pd.read_csv(run / "history.csv")
+        top0 = hist.loc[hist["step"] == 0, "eig_C_0" if m == "barlow_twins" else "eig_cov_0"].iloc[0]
+        assert row["top_eigenvalue_init"] == top0 and row["alpha_paper_value"] == 1e-3
+        assert row["alpha_check_passed"] == (abs(np.log10(top0 / 1e-3)) <= 1)
         assert row["random_analytic"] == 4 / 80
         P[m] = z["P_exp"]
     t2 = tb.read_csv(workdir / "results/tables/digits/table2.csv")
@@ -91,6 +110,7 @@ def test_ntk_alignment_and_tables_through_the_rules(repo, workdir):
         assert x["alignment"] == pytest.approx(kn.alignment(P[x["method_a"]], P[x["method_b"]]), abs=1e-12)
     md = (workdir / "results/tables/digits/table1.md").read_text()
     assert "0.615" in md and "Barlow Twins" in md and "d = 4, n = 40" in md
+    assert "random in feature span" in md and "initial eNTK" in md
     assert r"\toprule" in (workdir / "results/tables/digits/table2.tex").read_text()
     assert (workdir / "logs/ntk_alignment/digits/vicreg.log").exists()
 
