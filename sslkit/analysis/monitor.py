@@ -112,14 +112,15 @@ class StepwiseMonitor:
     ``every``/``log_points``: the cadence of :meth:`due`. ``window``: records per growth fit.
     ``grown_level``: L of the forecast (None: the grown band so far). ``step_params``: overrides of
     ``sslkit.analysis.steps.DEFAULTS``. ``detect_every``: run the detector every this many records.
-    ``log_to_mlflow``: "auto" (when a run is active), True or False. ``verbose``: print one line per
-    record to ``stream``.
+    ``log_to_mlflow``: "auto" (when a run is active), True or False. ``verbose``: print a status line
+    (:meth:`line`) to ``stream`` at the first record and whenever the number of steps so far changes
+    (``"all"``: at every record).
     """
 
     def __init__(self, *, space: str = "C", lr: float | None = None, every: int | None = 25, log_points: int = 320,
                  window: int = 8, grown_level: float | None = None, rank_tol: float = 0.01, min_z: float = 3.0,
                  z: float = 2.0, min_rise_decades: float = 1.0, step_params: Mapping[str, Any] | None = None,
-                 detect_every: int = 1, log_to_mlflow: bool | str = "auto", verbose: bool = False, stream=None):
+                 detect_every: int = 4, log_to_mlflow: bool | str = "auto", verbose: bool = False, stream=None):
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         if window < 3:
@@ -140,6 +141,10 @@ class StepwiseMonitor:
         self._steps: dict[str, Any] | None = None
         self._forecast: list[dict[str, Any]] = []
         self._due_cache: tuple[int, set[int]] | None = None
+        self._buf: tuple[np.ndarray, np.ndarray] | None = None
+        self._buf_n = 0
+        self._steps_n = 0
+        self._level: float | None = grown_level
 
     # ---- cadence -------------------------------------------------------------------------------
     def due(self, step: int, total: int) -> bool:
@@ -181,30 +186,55 @@ class StepwiseMonitor:
             "rank": int(np.sum(main > self.rank_tol * top)) if top > 0 else 0,
         }
         self.records.append(rec)
-        if len(self.records) % self.detect_every == 0:
-            self._refresh()
+        n = len(self.records)
+        if n >= self.window:  # (a detector run on a handful of records only sees noise)
+            self._refresh(detect=(n - self.window) % self.detect_every == 0)
         rec["n_steps"] = self._steps["n_steps"] if self._steps else 0
         nxt = self.next_forecast()
         rec["next_mode"] = None if nxt is None else nxt["mode"]
         rec["next_t"] = None if nxt is None else nxt["t"]
         self._log(rec, nxt)
-        if self.verbose:
+        prev = self.records[-2] if len(self.records) > 1 else None
+        if self.verbose and (self.verbose == "all" or prev is None or rec["n_steps"] != prev["n_steps"]):
             print(self.line(rec), file=self.stream)
         return rec
 
     # ---- analysis ------------------------------------------------------------------------------
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        t = np.array([r["t"] for r in self.records])
-        k = min(r["eigs"].size for r in self.records)
-        return t, np.vstack([r["eigs"][:k] for r in self.records])
+        """Times (T,) and spectra (T x k, k = the smallest number of eigenvalues recorded), kept in
+        buffers that grow with the records, so a record costs O(k) to add."""
+        n = len(self.records)
+        if self._buf is None or self._buf_n > n or self._buf[1].shape[0] < n:
+            k = min(r["eigs"].size for r in self.records)
+            cap = max(64, 2 * n)
+            t, e = np.empty(cap), np.empty((cap, k))
+            for i, r in enumerate(self.records):
+                t[i], e[i] = r["t"], r["eigs"][:k]
+            self._buf, self._buf_n = (t, e), n
+        t, e = self._buf
+        k = e.shape[1]
+        for i in range(self._buf_n, n):
+            r = self.records[i]["eigs"]
+            if r.size < k:  # fewer eigenvalues than before: rebuild at the smaller width
+                self._buf = None
+                return self._arrays()
+            t[i], e[i] = self.records[i]["t"], r[:k]
+        self._buf_n = n
+        return t[:n], e[:n]
 
-    def _refresh(self) -> None:
+    def _refresh(self, detect: bool) -> None:
         t, eigs = self._arrays()
-        self._steps = detect_steps(t, eigs, self.step_params, detector="bands") if t.size >= 2 else None
+        if detect:
+            self._steps = detect_steps(t, eigs, self.step_params, detector="bands")
+            self._steps_n = t.size
+            self._level = self.level(eigs)
         self._forecast = self._fit_forecasts(t, eigs)
 
     def steps_so_far(self) -> dict[str, Any] | None:
-        """``detect_steps`` on the history so far (None before two records)."""
+        """``detect_steps`` on the history so far (None before ``window`` records). The status line
+        refreshes it every ``detect_every`` records; this call brings it up to date."""
+        if self._steps_n != len(self.records) and len(self.records) >= self.window:
+            self._refresh(detect=True)
         return self._steps
 
     def level(self, eigs: np.ndarray | None = None) -> float | None:
@@ -223,17 +253,18 @@ class StepwiseMonitor:
         return float(np.median(grown)) if grown.size else None
 
     def _fit_forecasts(self, t: np.ndarray, eigs: np.ndarray) -> list[dict[str, Any]]:
-        L = self.level(eigs)
+        L = self._level
         if L is None or t.size < self.window:
             return []
         w = slice(t.size - self.window, t.size)
         target = float(_logit(np.array([self.event_fraction]))[0])
+        lowest_all = eigs.min(axis=0)
         out = []
         for j in range(eigs.shape[1]):
             lam = eigs[w, j]
             if lam[-1] >= self.event_fraction * L or np.any(lam <= 0):
                 continue  # grown already (or not a positive eigenvalue: nothing to extrapolate)
-            lowest = float(np.min(eigs[:, j]))
+            lowest = float(lowest_all[j])
             if lowest <= 0 or math.log10(lam[-1] / lowest) < self.min_rise_decades:
                 continue  # no visible growth yet: not min_rise_decades above its lowest value so far
             y = _logit(lam / L)
@@ -279,7 +310,7 @@ class StepwiseMonitor:
 
     def report(self) -> str:
         """A few lines: the steps detected so far (times and modes) and the pending forecasts."""
-        s = self._steps or {}
+        s = self.steps_so_far() or {}
         lines = [f"{len(self.records)} records, {s.get('n_steps', 0)} steps detected"
                  + (f" (sequential fraction {s['sequential_fraction']:.2f})" if s.get("sequential_fraction") else "")]
         for i, (tt, modes) in enumerate(zip(s.get("step_times", []), s.get("step_modes", []), strict=True)):
