@@ -10,7 +10,8 @@ stages consume)::
                      (all sessions of the run), "session_wall_time_s", "device", ...}
                     written last, only when the run has finished.
     history.csv     one row per evaluated step: step, t, t_eff, epoch, loss, loss_eval, lr,
-                    images_per_s, rank, eig_C_0..eig_C_{d-1}, eig_cov_0..eig_cov_{d-1} (descending).
+                    images_per_s, rank, rankme, steps_so_far, next_step_t, eig_C_0..eig_C_{d-1},
+                    eig_cov_0..eig_cov_{d-1} (descending).
     ckpt/step_XXXXXXXX.pt   checkpoints (model, optimiser, scheduler, RNG states, step, run_config).
     ckpt/digests.json       sha256, size and mtime of each checkpoint, recorded as it is written.
     ckpt/manifest.json      a copy of manifest.json (Snakemake deletes the output before rerunning a job).
@@ -31,7 +32,11 @@ Definitions:
   batchnorm, no centring; docs/theory.md §1). ``eig_cov``: eigenvalues of the centred covariance of the 2N
   embeddings [z1; z2] (N - 1 normalisation). The paper reports C for Barlow Twins, covariance
   for the others (App. D.4); both are stored for every method. ``rank``: number of eigenvalues of
-  that matrix above ``eval.rank_tol`` x the largest.
+  that matrix above ``eval.rank_tol`` x the largest. These, ``rankme`` (RankMe of the 2N uncentred
+  embeddings), ``steps_so_far`` (steps detected on the history up to this row) and ``next_step_t``
+  (the forecast t of the next step, NaN when none) come from the run's
+  :class:`sslkit.analysis.monitor.StepwiseMonitor` (``docs/theory.md`` §16), the monitor any
+  PyTorch loop can use; a resumed run replays its history into it first.
 - ``images_per_s``: source images per second (each gives two views) over the steps since the
   previous row, wall clock, including augmentation.
 
@@ -85,6 +90,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslkit.analysis.spectra import rankme_from_gram
 from sslkit.config import ConfigError, deep_update
 from sslkit.io import atomic_path, load_json, save_json, sha256_file
 from sslkit.plan import speedups_active, validate_speedups
@@ -333,12 +339,6 @@ def embedding_spectra(z1: torch.Tensor, z2: torch.Tensor) -> tuple[np.ndarray, n
     eig_c = torch.linalg.eigvalsh(c).flip(0).numpy()
     eig_cov = torch.linalg.eigvalsh(0.5 * (cov + cov.T)).flip(0).numpy()
     return eig_c, eig_cov
-
-
-def effective_rank(eigs: np.ndarray, tol: float) -> int:
-    """Number of eigenvalues above ``tol`` x the largest (0 when all are <= 0)."""
-    top = float(np.max(eigs)) if len(eigs) else 0.0
-    return int(np.sum(eigs > tol * top)) if top > 0 else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,6 +658,7 @@ class RunState:
     bar: Any = None                     # progress: tqdm bar in the log and/or console lines, or None
     tracking_run_id: str | None = None  # the MLflow run of the model (stored in checkpoints' log_state)
     logged_through: int = -1            # the last step whose history row the tracker already has
+    monitor: Any = None                 # sslkit.analysis.monitor.StepwiseMonitor: rank, steps so far, forecast
 
     @property
     def lr(self) -> float:
@@ -689,6 +690,32 @@ def _views(data: torch.Tensor, augment: Callable, idx: torch.Tensor,
     return v1, v2
 
 
+def make_monitor(plan: RunPlan):
+    """The run's stepwise monitor (``sslkit.analysis.monitor``) on the space the paper plots for the method,
+    at the history's cadence; the engine logs its numbers with the history (no MLflow calls of its own)."""
+    from sslkit.analysis.monitor import StepwiseMonitor
+
+    ecfg = plan.rc["eval"]
+    return StepwiseMonitor(space="C" if plan.primary == "C" else "cov", lr=plan.lr0, every=ecfg.get("every"),
+                           log_points=int(ecfg["log_points"]), rank_tol=float(ecfg["rank_tol"]),
+                           log_to_mlflow=False)
+
+
+def _replay_monitor(state: RunState) -> None:
+    """Feed the history rows of earlier sessions to the monitor, so a resumed run's steps so far and
+    forecasts are those of a run trained straight through."""
+    if state.monitor is None or not state.rows:
+        return
+    first = state.rows[0]
+    kc = sorted((k for k in first if k.startswith("eig_C_")), key=lambda k: int(k[6:]))
+    kv = sorted((k for k in first if k.startswith("eig_cov_")), key=lambda k: int(k[8:]))
+    for r in state.rows:
+        rm = r.get("rankme")
+        state.monitor.observe(int(r["step"]), t=float(r["t"]), eig_c=[float(r[k]) for k in kc],
+                              eig_cov=[float(r[k]) for k in kv],
+                              rankme=None if rm is None or not math.isfinite(float(rm)) else float(rm))
+
+
 def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
                     clock: tuple[float, float] | None = None) -> RunState:
     """Model, method, optimiser, schedule, augmentation and data of a fresh run on its device.
@@ -713,7 +740,7 @@ def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
     state = RunState(device=device, precision=_precision(device, rt["precision"]), model=model, method=method,
                      optimizer=optimizer, scheduler=scheduler, augment=augment,
                      aug_gen=seeds.torch_generator("augment", device=device), data=data, eval_views=eval_views,
-                     tracker=tracker)
+                     tracker=tracker, monitor=make_monitor(plan))
     if clock is not None:
         state.wall0, state.cpu0 = clock
     return state
@@ -847,6 +874,7 @@ def _restore(state: RunState, plan: RunPlan, ckpt: Mapping[str, Any]) -> None:
     if state.start > 0 and plan.history_path.exists():
         # the history written with this checkpoint ends with the row of step `start`
         state.rows = [r for r in read_history(plan.history_path).to_dict("records") if r["step"] <= state.start]
+        _replay_monitor(state)
 
 
 def evaluate(state: RunState, plan: RunPlan) -> dict:
@@ -869,11 +897,15 @@ def evaluate(state: RunState, plan: RunPlan) -> dict:
             f"embeddings of the evaluation batch are not finite at step {step} of {plan.name} "
             f"(lr {plan.lr0}); the run diverged. {_nan_remedy(plan.run_dir)}")
     eig_c, eig_cov = embedding_spectra(z1, z2)
+    z = torch.cat([z1, z2]).detach().double().cpu()
+    rankme = rankme_from_gram((z.T @ z).numpy())
     mean_loss = state.loss_sum / state.loss_count if state.loss_count else float("nan")
     state.loss_sum, state.loss_count = 0.0, 0
-    rank = effective_rank(eig_c if plan.primary == "C" else eig_cov, float(plan.rc["eval"]["rank_tol"]))
+    mon = state.monitor.observe(step, t=plan.lr0 * step, eig_c=eig_c, eig_cov=eig_cov, rankme=rankme)
     row = {"step": step, "t": plan.lr0 * step, "t_eff": state.t_eff, "epoch": plan.epoch(step),
-           "loss": mean_loss, "loss_eval": float(loss_eval), "lr": state.lr, "images_per_s": ips, "rank": rank}
+           "loss": mean_loss, "loss_eval": float(loss_eval), "lr": state.lr, "images_per_s": ips, "rank": mon["rank"],
+           "rankme": rankme, "steps_so_far": mon["n_steps"],
+           "next_step_t": float("nan") if mon["next_t"] is None else mon["next_t"]}
     row.update({f"eig_C_{j}": float(v) for j, v in enumerate(eig_c)})
     row.update({f"eig_cov_{j}": float(v) for j, v in enumerate(eig_cov)})
     return row
@@ -885,7 +917,10 @@ def record_row(state: RunState, plan: RunPlan) -> None:
     state.rows.append(row)
     state.pending.append(row)
     if state.bar is not None:
-        state.bar.set_postfix(loss=f"{row['loss_eval']:.4g}", rank=row["rank"], refresh=False)
+        post = {"loss": f"{row['loss_eval']:.4g}", "rank": row["rank"], "steps": row["steps_so_far"]}
+        if math.isfinite(row["next_step_t"]):
+            post["next_t"] = f"{row['next_step_t']:.4g}"
+        state.bar.set_postfix(**post, refresh=False)
     state.row_time, state.row_step = time.perf_counter(), state.step
 
 
@@ -912,7 +947,8 @@ def save_checkpoint(state: RunState, plan: RunPlan) -> None:
 
 #: history columns sent to the tracker, as metrics ``train/<column>`` (plus the top ``eval.mlflow_top``
 #: eigenvalues of C and cov, as ``eig_C/00``, ``eig_cov/00``, ...: the MLflow UI groups charts by prefix)
-_TRACKED = ("loss", "loss_eval", "lr", "images_per_s", "rank", "t", "t_eff", "epoch")
+_TRACKED = ("loss", "loss_eval", "lr", "images_per_s", "rank", "rankme", "steps_so_far", "next_step_t", "t", "t_eff",
+            "epoch")
 #: the metric whose last step tells how far the tracker has the history
 _PROBE_METRIC = "train/loss_eval"
 

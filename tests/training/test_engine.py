@@ -286,3 +286,25 @@ def test_checkpoint_contents_and_seeded_initialisation(tmp_path, digits):
     rc2["seed"] = 1
     other = T.train(rc2, digits, tmp_path / "other")
     assert other.losses[0] != res.losses[0]
+
+
+def test_resumed_run_replays_its_history_into_the_monitor():
+    """The monitor of a resumed run holds the earlier sessions' rows: its steps so far are the detector's
+    on the history (four logistic rises at rates 8 gamma_j, as in Prop. 4.1)."""
+    from types import SimpleNamespace
+
+    from sslkit.analysis.monitor import StepwiseMonitor
+    from sslkit.analysis.steps import detect_steps
+
+    t = np.geomspace(0.01, 20.0, 200)
+    rates = np.array([8.0, 4.0, 2.0, 1.0])
+    eig = 1.0 / (1.0 + (1e6 - 1.0) * np.exp(-np.outer(t, rates)))
+    rows = [{"step": i, "t": float(ti), **{f"eig_C_{j}": float(v) for j, v in enumerate(e)},
+             **{f"eig_cov_{j}": float(v) for j, v in enumerate(e)}, "rankme": float("nan")}
+            for i, (ti, e) in enumerate(zip(t, np.sort(eig, axis=1)[:, ::-1], strict=True))]
+    state = SimpleNamespace(monitor=StepwiseMonitor(space="C", log_to_mlflow=False), rows=rows)
+    T._replay_monitor(state)
+    offline = detect_steps(t, np.sort(eig, axis=1)[:, ::-1])
+    assert offline["n_steps"] == 4
+    assert state.monitor.steps_so_far()["step_times"] == pytest.approx(offline["step_times"])
+    assert len(state.monitor.records) == len(rows)
