@@ -186,6 +186,7 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
     init_scale = ov.pop("init_scale", None)
     if init_scale is None:
         raise ConfigError(f"config key 'methods.{method}.{init}.init_scale' is missing")
+    encoder = {**dict(config["train"]["encoder"]), **dict(ov.pop("encoder", None) or {})}
     deep_update(mcfg, ov)
     tcfg = config["train"]
     batch = int(mcfg["batch_size"])
@@ -207,7 +208,7 @@ def resolve_run_config(config: Mapping[str, Any], method: str, init: str, stats:
         "init": init,
         "seed": int(tcfg.get("seed", 0)),
         "init_scale": float(init_scale),
-        "encoder": dict(tcfg["encoder"]),
+        "encoder": encoder,
         "image_size": int(image_size),
         "batch_size": batch,
         "steps": steps,
