@@ -191,18 +191,10 @@ def main(argv=None) -> int:
               f"AVX512F {feats['avx512f']}, AVX512-BF16 {feats['avx512_bf16']}, AMX-BF16 {feats['amx_bf16']}, "
               f"oneDNN bf16 {feats['onednn_bf16']}; inductor cache {'warm' if args.warm_cache else 'empty'}; "
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        results = [measure(s, args.method, args.variants, args.rounds, args.steps, Path(tmp)) for s in args.settings]
-    for r in results:
-        print(f"{r['setting']} ({r['method']}, batch {r['batch']}, {r['image_size']} px, run of {r['run_steps']} "
-              f"steps):")
-        for v in args.variants:
-            print(f"  {v:14s} {1 / r['step_s'][v]:7.2f} steps/s ({1e3 * r['step_s'][v]:6.1f} ms/step)  "
-                  f"x{r['ratio'][v]:.2f} vs eager   first step {r['first_step_s'][v]:.2f} s")
-        if "compile_s" in r:
-            after = r["amortised_after_steps"]
-            print(f"  compile {r['compile_s']:.1f} s: pays for itself after "
-                  f"{'never' if after == float('inf') else f'{after:.0f} steps'}; over one run of {r['run_steps']} "
-                  f"steps it saves {r['net_saving_per_run_s']:.1f} s")
+        results = []
+        for setting in args.settings:  # each printed when measured
+            results.append(measure(setting, args.method, args.variants, args.rounds, args.steps, Path(tmp)))
+            report(results[-1], args.variants)
     print(f"(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     head = results[0]
     if "compiled" in head["ratio"]:
@@ -214,6 +206,18 @@ def main(argv=None) -> int:
         v = [x for x in args.variants if x != "eager"][0] if len(args.variants) > 1 else "eager"
         print(f"{v}_vs_eager: {head['ratio'][v]:.2f} (x steps/s, {head['setting']} {head['method']})")
     return 0
+
+
+def report(r: dict, variants: list[str]) -> None:
+    print(f"{r['setting']} ({r['method']}, batch {r['batch']}, {r['image_size']} px, run of {r['run_steps']} steps):")
+    for v in variants:
+        print(f"  {v:14s} {1 / r['step_s'][v]:7.2f} steps/s ({1e3 * r['step_s'][v]:6.1f} ms/step)  "
+              f"x{r['ratio'][v]:.2f} vs eager   first step {r['first_step_s'][v]:.2f} s", flush=True)
+    if "compile_s" in r:
+        after = r["amortised_after_steps"]
+        print(f"  compile {r['compile_s']:.1f} s: pays for itself after "
+              f"{'never' if after == float('inf') else f'{after:.0f} steps'}; over one run of {r['run_steps']} "
+              f"steps it saves {r['net_saving_per_run_s']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
