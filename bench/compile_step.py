@@ -180,6 +180,10 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
         feats = cpu_features()
+        print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {feats['capability']}; "
+              f"AVX512F {feats['avx512f']}, AVX512-BF16 {feats['avx512_bf16']}, AMX-BF16 {feats['amx_bf16']}, "
+              f"oneDNN bf16 {feats['onednn_bf16']}; inductor cache {'warm' if args.warm_cache else 'empty'}; "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         if "channels_last" in args.variants:
             crash = channels_last_crashes(args.threads)
             if crash:
@@ -187,10 +191,6 @@ def main(argv=None) -> int:
                 print(f"channels_last: not timed: the weight gradient of a channels-last 1x1 stride-2 convolution "
                       f"(4 -> 8 channels, the encoder's downsampling shortcut) crashes this torch build on "
                       f"{args.threads} CPU thread(s): {crash}")
-        print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {feats['capability']}; "
-              f"AVX512F {feats['avx512f']}, AVX512-BF16 {feats['avx512_bf16']}, AMX-BF16 {feats['amx_bf16']}, "
-              f"oneDNN bf16 {feats['onednn_bf16']}; inductor cache {'warm' if args.warm_cache else 'empty'}; "
-              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         results = []
         for setting in args.settings:  # each printed when measured
             results.append(measure(setting, args.method, args.variants, args.rounds, args.steps, Path(tmp)))
