@@ -87,6 +87,7 @@ def main() -> int:
     runs = search_runs(a.base, a.experiment, a.filter)
     if not runs:
         print(f"no runs match {a.filter!r} in experiment {a.experiment}: nothing to show", file=sys.stderr)
+        print("mlflow_screenshot: 0 (runs shown; no runs match the filter, nothing written)")
         return 1
     cols = choose_columns(runs, a.params, a.metrics, a.column)
     print(f"{len(runs)} runs; columns: {', '.join(cols)}")
@@ -129,8 +130,9 @@ def main() -> int:
     if missing:
         print(f"columns not visible in the table (MLflow UI state layout changed?): {', '.join(missing)}",
               file=sys.stderr)
-        return 1
-    return 0
+    print(f"mlflow_screenshot: {len(runs)} (runs shown in {a.out}; {len(cols) - len(missing)} of {len(cols)} "
+          f"columns visible)")
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -40,8 +40,7 @@ RUNS_FILTER=${FILTER:-"tags.\`sslkit.kind\` = 'model'"}
 if [ -n "${PW_PYTHON:-}" ] && "$PW_PYTHON" -c "import playwright.sync_api" 2>/dev/null; then
     "$PW_PYTHON" "$(dirname "$0")/mlflow_screenshot.py" --base "http://127.0.0.1:$PORT" --experiment "$EXP" \
         --filter "$RUNS_FILTER" --out "$OUT" --chromium "$CHROME" "$@"
-    echo "screenshot: $OUT"
-    exit 0
+    exit $?  # its last line is the headline
 fi
 echo "PW_PYTHON unset or without playwright: plain chromium screenshot (no param/metric columns)" >&2
 FILTER=$(RUNS_FILTER="$RUNS_FILTER" "$PY" -c \
@@ -52,4 +51,4 @@ echo "$URL"
     --disable-component-update --disable-sync --user-data-dir="$TMP/profile" --virtual-time-budget=20000 \
     --window-size="${WIDTH:-3200},1000" --screenshot="$OUT" "$URL" 2>"$TMP/chrome.log" ||
     { cat "$TMP/chrome.log" >&2; exit 1; }
-echo "screenshot: $OUT"
+echo "mlflow_screenshot: 1 (screenshot written to $OUT; plain chromium: no param/metric columns)"

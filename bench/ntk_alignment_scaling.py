@@ -95,6 +95,10 @@ def main() -> None:
                   f"  a(th,NTK)={r['a_th_ntk']:.3f}  sv_d/sv_1={r['f_exp_sv_ratio']:.2e}  ({r['ntk_cpu_s']:.0f} s CPU)")
     if args.out:
         save_json(args.out, out)
+    first = args.methods[0]
+    last = out["methods"][first]["by_n"][-1]
+    print(f"ntk_alignment_scaling: {last['a_exp_th']:.3f} (a(exp,th) of {first} at n = {last['n']}; "
+          f"random {last['random']:.4f})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ FLOP/s = counted FLOPs / measured step time ("model FLOP/s").
     python bench/train_throughput.py                 # CPU, and the GPU when one is available
     python bench/train_throughput.py --peak-tflops 989 --gpu-batch 512   # H100 SXM bf16 dense peak
 
+The last line is the headline: images/s of ResNet-18 at 32 px (on the GPU when there is one).
+
 Configurations: ResNet-18 (small stem) at 32 px (CIFAR-10 shape) and ResNet-50 (ImageNet stem) at
 96 px (STL-10 shape), Barlow Twins projector 2048 -> 512. Images are random uint8 (throughput
 does not depend on content).
@@ -115,13 +117,16 @@ def main() -> None:
     header = (f"{'device':6} {'model':9} {'px':>3} {'batch':>5} {'s/step':>8} {'images/s':>9} "
               f"{'GFLOP/step':>11} {'TFLOP/s':>8}")
     print(header)
+    headline = None
     for arch, size, stem in CONFIGS:
         r = measure(arch, size, stem, args.cpu_batch, args.cpu_steps, torch.device("cpu"))
+        headline = headline or f"train_throughput: {r['images_per_s']:.1f} (images/s, cpu {arch} {size} px)"
         print(f"{'cpu':6} {arch:9} {size:>3} {r['batch']:>5} {r['step_s']:>8.3f} {r['images_per_s']:>9.1f} "
               f"{r['flops_per_step'] / 1e9:>11.1f} {r['tflops_per_s']:>8.4f}"
               f"   (process CPU s/step {r['cpu_s_per_step']:.3f})")
     if not torch.cuda.is_available():
         print("gpu    skipped: no CUDA device on this machine")
+        print(headline)
         return
     dev = torch.device("cuda")
     print(f"gpu: {torch.cuda.get_device_name(0)}; % of peak relative to {args.peak_tflops} TFLOP/s bf16")
@@ -130,6 +135,9 @@ def main() -> None:
         print(f"{'cuda':6} {arch:9} {size:>3} {r['batch']:>5} {r['step_s']:>8.4f} {r['images_per_s']:>9.0f} "
               f"{r['flops_per_step'] / 1e9:>11.1f} {r['tflops_per_s']:>8.1f}   "
               f"({100 * r['tflops_per_s'] / args.peak_tflops:.1f}% of peak)")
+        if arch == CONFIGS[0][0]:
+            headline = f"train_throughput: {r['images_per_s']:.0f} (images/s, cuda {arch} {size} px)"
+    print(headline)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ rule steps:
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -109,6 +111,8 @@ rule analysis_table:
         "logs/analysis_table/{dataset}.log",
     benchmark:
         "benchmarks/analysis_table/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -152,6 +156,8 @@ for fig, (_methods, _inits, run_inputs, figure_keys) in ANALYSIS_FIGURES.items()
             f"logs/{fig}/{{dataset}}.log",
         benchmark:
             f"benchmarks/{fig}/{{dataset}}.tsv"
+        group:
+            SMALL_JOBS
         conda:
             "../envs/sslkit.yaml"
         threads: 1

@@ -22,6 +22,13 @@ METHOD_LABELS = dict(sslkit.registry.METHOD_LABELS)
 EMA_METHODS = [name for name, spec in sslkit.registry.specs().items() if spec.ema]
 # GPU rules request resources gpu=GPU_PER_JOB: 1 where their jobs run on a GPU, 0 on the CPU
 GPU_PER_JOB = sslkit.plan.gpu_per_job(config["train"]["device"])
+# Snakemake group of the small figure and table jobs (seconds each, most of it start-up). Under a
+# cluster executor (profiles/slurm) the connected jobs of the group are one submission: one sbatch job
+# and one queue wait, e.g. the analysis figures with the steps jobs they read (default config: 35 such
+# jobs in 18 submissions); `--group-components small_jobs=N` packs N unconnected groups into one
+# submission (N = 100: all in one, which then waits for the inputs of all of them). Local execution
+# ignores groups (Snakemake's Rule.group is None there): every job runs as before.
+SMALL_JOBS = "small_jobs"
 # report categories
 ANALYSIS_CATEGORY = "4. SSL analysis (Figs. 1C-D, 2C-F, 3-5, 7)"
 

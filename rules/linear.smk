@@ -68,6 +68,8 @@ rule fig1ab_linear:
         "logs/fig1ab_linear/{dataset}.log",
     benchmark:
         "benchmarks/fig1ab_linear/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -95,6 +97,8 @@ rule fig6_appendix_c:
         "logs/fig6_appendix_c/fig6_appendix_c.log",
     benchmark:
         "benchmarks/fig6_appendix_c/fig6_appendix_c.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

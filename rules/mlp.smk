@@ -41,6 +41,8 @@ rule mlp_figure:
         "logs/mlp_figure/{dataset}.log",
     benchmark:
         "benchmarks/mlp_figure/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

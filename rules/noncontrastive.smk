@@ -42,6 +42,8 @@ rule noncontrastive_summary:
         "logs/noncontrastive_summary/{dataset}.log",
     benchmark:
         "benchmarks/noncontrastive_summary/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -73,6 +75,8 @@ rule noncontrastive_figure:
         "logs/noncontrastive_figure/{dataset}.log",
     benchmark:
         "benchmarks/noncontrastive_figure/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

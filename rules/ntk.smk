@@ -80,6 +80,8 @@ rule tables:
         "logs/tables/{dataset}.log",
     benchmark:
         "benchmarks/tables/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

@@ -97,6 +97,8 @@ rule sharpened_speedup_table:
         "logs/sharpened_speedup_table/{dataset}.log",
     benchmark:
         "benchmarks/sharpened_speedup_table/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -126,6 +128,8 @@ rule fig8_symmetry_breaking:
         "logs/fig8_symmetry_breaking/{dataset}.log",
     benchmark:
         "benchmarks/fig8_symmetry_breaking/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1
@@ -154,6 +158,8 @@ rule fig9_landscapes:
         "logs/fig9_landscapes/{dataset}.log",
     benchmark:
         "benchmarks/fig9_landscapes/{dataset}.tsv"
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

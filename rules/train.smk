@@ -54,6 +54,8 @@ rule train_curves:
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
+    group:
+        SMALL_JOBS
     conda:
         "../envs/sslkit.yaml"
     threads: 1

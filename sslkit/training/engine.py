@@ -642,6 +642,7 @@ class RunState:
     data: torch.Tensor                  # the training images on the device, uint8
     eval_views: tuple[torch.Tensor, torch.Tensor]
     tracker: Any = None
+    loss_fn: Callable | None = None     # the training loss: method.loss, or its torch.compile (compile_enabled)
     step: int = 0                       # optimiser updates so far
     start: int = 0                      # the step this session started at (resumed from)
     t_eff: float = 0.0                  # sum of the scheduled learning rates of steps 0..step-1
@@ -678,6 +679,37 @@ def _precision(device: torch.device, requested: str) -> str:
     if precision == "bf16" and device.type == "cpu":
         log.warning("bf16 autocast requested on the CPU: it is slow there; consider precision 'fp32'")
     return precision
+
+
+#: inductor options of the compiled training loss on the CPU. Layout optimisation (inductor turning the
+#: convolutions channels-last) is off: with the default encoder (ResNet-18 of width 1/16: 4-channel first
+#: stage) the compiled backward corrupted the heap and aborted the process (torch 2.14, AVX2 CPU).
+CPU_COMPILE_OPTIONS = {"layout_optimization": False}
+
+
+def compile_enabled(setting: bool | str, device: torch.device) -> bool:
+    """Whether config ``train.compile`` (true | false | auto) compiles the training step on ``device``:
+    ``auto`` compiles on CUDA only (on the CPU the compile time does not pay for itself within the default
+    runs: bench/compile_step.py)."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"config key 'train.compile' must be true, false or auto, got {setting!r}")
+
+
+def compiled_loss(method: Any, device: torch.device) -> Callable:
+    """``torch.compile`` (inductor) of ``method.loss``: the forward of both views and the method's loss in
+    one graph (several where the method's Python breaks it), whose backward AOTAutograd compiles with it,
+    so ``loss.backward()`` runs compiled kernels as well: forward, loss and backward of a training step.
+
+    The optimiser step, the EMA update and the evaluation rows stay eager (the evaluation: the same
+    float32 numbers as an uncompiled run). Compilation happens at the first step of a session (again
+    after a resume, from inductor's on-disk cache when it has the graph); on the CPU the compiled
+    kernels are deterministic, so a resumed run continues bit-identically to an uninterrupted one.
+    """
+    options = CPU_COMPILE_OPTIONS if device.type == "cpu" else None
+    return torch.compile(method.loss, options=options)
 
 
 def _views(data: torch.Tensor, augment: Callable, idx: torch.Tensor,
@@ -730,7 +762,8 @@ def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
     model = build_model(rc).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    method = make_method(model, rc, torch.compile(model.embed) if rt["compile"] else None)
+    method = make_method(model, rc)
+    loss_fn = compiled_loss(method, device) if compile_enabled(rt["compile"], device) else method.loss
     optimizer = build_optimizer(model.online_parameters(), rc["optimizer"])
     sc = rc["schedule"]
     scheduler = build_scheduler(optimizer, LrSchedule(plan.total, sc["warmup_steps"], sc["decay"], sc["final_factor"]))
@@ -741,7 +774,7 @@ def build_run_state(plan: RunPlan, images: np.ndarray, tracker=None,
     state = RunState(device=device, precision=_precision(device, rt["precision"]), model=model, method=method,
                      optimizer=optimizer, scheduler=scheduler, augment=augment,
                      aug_gen=seeds.torch_generator("augment", device=device), data=data, eval_views=eval_views,
-                     tracker=tracker, monitor=make_monitor(plan))
+                     tracker=tracker, loss_fn=loss_fn, monitor=make_monitor(plan))
     if clock is not None:
         state.wall0, state.cpu0 = clock
     return state
@@ -1075,7 +1108,7 @@ def train_step(state: RunState, plan: RunPlan) -> float:
     idx = batch_indices(plan.seeds, step, plan.steps_per_epoch, plan.n_train, plan.batch)
     x1, x2 = _views(state.data, state.augment, idx, state.aug_gen)
     with _autocast(state):
-        loss, _, _ = state.method.loss(x1, x2, step)
+        loss, _, _ = (state.loss_fn or state.method.loss)(x1, x2, step)
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
         raise NonFiniteLossError(

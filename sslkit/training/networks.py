@@ -14,8 +14,11 @@ Which parts a method's model has comes from its registry declaration (``sslkit.t
 ``predictor`` (None | "mlp" | "linear"), ``ema`` and ``projector`` (the MLP below, or the method's
 own ``build_projector``).
 
-Encoders are torchvision's ``ResNet`` (its ``BasicBlock``/``Bottleneck`` and ``_make_layer``), built
-with two options the paper's CPU-scale reproduction needs:
+Encoders are torchvision's ``ResNet`` (its ``BasicBlock``/``Bottleneck`` and ``_make_layer``, copied here
+from torchvision 0.2x, BSD-3-Clause, so that a job does not import torchvision: ``import torchvision``
+imports ``torch._dynamo``, ~2 s of every training and analysis job's start-up; the parameter names,
+the initialisation and its random draws are torchvision's, tests/training/test_networks_optim.py
+compares them), built with two options the paper's CPU-scale reproduction needs:
 
 - ``small_stem``: conv1 is 3x3 stride 1 and there is no max-pool (the usual CIFAR stem for 32 px
   inputs); otherwise the ImageNet stem (7x7 stride 2 + max-pool) of the paper's STL-10 runs.
@@ -39,7 +42,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 
 from sslkit.training.methods import METHODS
 
@@ -52,14 +54,78 @@ __all__ = [
     "scale_init",
 ]
 
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding (torchvision's ``conv3x3`` with groups = dilation = 1)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution (torchvision's ``conv1x1``)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock`` (groups 1, base width 64, no dilation): two 3x3 convolutions."""
+
+    expansion: int = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (ResNet V1.5: the stride sits on the 3x3 convolution)."""
+
+    expansion: int = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
 _ARCHS = {
-    "resnet18": (tv_resnet.BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (tv_resnet.BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (tv_resnet.Bottleneck, [3, 4, 6, 3]),
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
 
 
-class ResNetEncoder(tv_resnet.ResNet):
+class ResNetEncoder(nn.Module):
     """torchvision ResNet without the classifier, with a width multiplier and a small-image stem.
 
     Args:
@@ -78,10 +144,8 @@ class ResNetEncoder(tv_resnet.ResNet):
         if width <= 0:
             raise ValueError(f"encoder width must be > 0, got {width}")
         block, layers = _ARCHS[arch]
-        nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64 channels; rebuild with its parts
+        super().__init__()
         norm = nn.BatchNorm2d
-        self._norm_layer = norm
-        self.groups, self.base_width, self.dilation = 1, 64, 1
         widths = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
         self.inplanes = widths[0]
         if small_stem:
@@ -106,6 +170,23 @@ class ResNetEncoder(tv_resnet.ResNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        """torchvision's ``ResNet._make_layer`` (no dilation): ``blocks`` blocks, the first with the stride."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def build_encoder(arch: str = "resnet18", width: float = 1.0, small_stem: bool = False,

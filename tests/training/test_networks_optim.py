@@ -48,6 +48,69 @@ def test_width_one_is_torchvision_resnet18():
     assert {k: v.shape for k, v in ours.state_dict().items()} == ref_shapes
 
 
+def _torchvision_encoder(arch, width, small_stem, in_channels):
+    """The reference: the encoder as sslkit built it on torchvision's ResNet class (before it was copied)."""
+    from torch import nn
+    from torchvision.models import resnet as tv
+
+    block, layers = {"resnet18": (tv.BasicBlock, [2, 2, 2, 2]), "resnet50": (tv.Bottleneck, [3, 4, 6, 3])}[arch]
+    enc = tv.ResNet.__new__(tv.ResNet)
+    nn.Module.__init__(enc)
+    enc._norm_layer, enc.groups, enc.base_width, enc.dilation = nn.BatchNorm2d, 1, 64, 1
+    widths = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
+    enc.inplanes = widths[0]
+    if small_stem:
+        enc.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+        enc.maxpool = nn.Identity()
+    else:
+        enc.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        enc.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    enc.bn1 = nn.BatchNorm2d(widths[0])
+    enc.relu = nn.ReLU(inplace=True)
+    enc.layer1 = enc._make_layer(block, widths[0], layers[0])
+    for i, stride in ((2, 2), (3, 2), (4, 2)):
+        setattr(enc, f"layer{i}", enc._make_layer(block, widths[i - 1], layers[i - 1], stride=stride))
+    enc.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    enc.fc = nn.Identity()
+    for m in enc.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return enc
+
+
+@pytest.mark.parametrize("arch,width,stem,channels,size", [("resnet18", 0.0625, True, 1, 8),
+                                                           ("resnet50", 0.0625, False, 3, 32)])
+def test_encoder_equals_the_torchvision_built_one(arch, width, stem, channels, size):
+    """The encoder copied from torchvision: same parameter names, same initial values from the same seed
+    (so checkpoints and runs stay as they were) and the same outputs and gradients."""
+    torch.manual_seed(3)
+    ours = models.build_encoder(arch, width, stem, in_channels=channels)
+    torch.manual_seed(3)
+    ref = _torchvision_encoder(arch, width, stem, channels)
+    a, b = ours.state_dict(), ref.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(4, channels, size, size)
+    ya, yb = ours(x), ref(x)
+    assert torch.equal(ya, yb)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours.parameters(), ref.parameters()))
+
+
+def test_training_modules_do_not_import_torchvision():
+    """torchvision imports torch._dynamo (~2 s of a job's start-up): the engine and networks do without."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sslkit.training.engine, sslkit.analysis.checkpoints\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_model_interface():
     rc = tiny_run_config("byol")
     torch.manual_seed(0)

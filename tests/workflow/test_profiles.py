@@ -26,11 +26,26 @@ def gpu_rules() -> set[str]:
 def planned_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, resources) of every job a dry run prints."""
     jobs = []
-    for block in re.split(r"^(?:local)?rule ", out, flags=re.M)[1:]:
+    for block in re.split(r"^\s*(?:local)?rule ", out, flags=re.M)[1:]:  # (indented: a job of a group job)
         name = block.split(":", 1)[0].strip()
         m = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
         res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
         jobs.append((name, res))
+    return jobs
+
+
+#: the small figure and table rules declared with ``group: SMALL_JOBS`` (rules/common.smk)
+SMALL_JOB_RULES = {"steps", "analysis_table", "fig1cd", "fig2cf", "fig3", "fig4", "fig5", "fig7", "train_curves",
+                   "fig1ab_linear", "fig6_appendix_c", "mlp_figure", "tables", "noncontrastive_summary",
+                   "noncontrastive_figure", "sharpened_speedup_table", "fig8_symmetry_breaking", "fig9_landscapes"}
+
+
+def group_jobs(out: str) -> list[list[str]]:
+    """The rules of the jobs of each group job a dry run prints (a group job's jobs are indented)."""
+    jobs = []
+    for block in re.split(r"^\[[^\]\n]*\] Group job small_jobs .*$", out, flags=re.M)[1:]:
+        body = re.split(r"^(?=\[|(?:local)?rule )", block, flags=re.M)[0]  # up to the next job of its own
+        jobs.append(re.findall(r"^    rule (\w+):", body, flags=re.M))
     return jobs
 
 
@@ -98,3 +113,20 @@ def test_cpu_machine_runs_gpu_rules_without_gpu_slots(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     gpu_jobs = [res for n, res in planned_jobs(r.stdout + r.stderr) if n in gpu_rules()]
     assert gpu_jobs and all(res["gpu"] == "0" for res in gpu_jobs)
+
+
+def test_small_jobs_run_as_group_jobs_on_slurm(slurm_dry_run):
+    """On a cluster the figure and table jobs are group jobs: connected ones share one submission (the
+    analysis figures with the steps they read), so there are fewer submissions than jobs; the GPU and
+    other heavy rules stay jobs of their own."""
+    groups = group_jobs(slurm_dry_run)
+    grouped = [name for g in groups for name in g]
+    assert groups and all(groups) and set(grouped) <= SMALL_JOB_RULES
+    assert not set(grouped) & gpu_rules()
+    jobs = [name for name, _ in planned_jobs(slurm_dry_run)]
+    # every planned job of a grouped rule is inside a group job
+    assert sorted(n for n in jobs if n in set(grouped)) == sorted(grouped)
+    analysis = next(g for g in groups if "analysis_table" in g)
+    assert {"steps", "fig1cd", "fig3"} <= set(analysis)
+    submissions = len(jobs) - len(grouped) + len(groups)
+    assert submissions < len(jobs) - 10

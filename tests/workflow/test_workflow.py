@@ -106,3 +106,26 @@ def test_nested_config_override_on_the_command_line(repo, workdir):
     bad = smk_in(repo, workdir, "-n", "--config", "pairs={n: lots}")
     assert bad.returncode != 0 and "'pairs.n'" in bad.stdout + bad.stderr
     assert "--configfile" in bad.stdout + bad.stderr
+
+
+#: figure and table jobs: their scripts read tables and draw, so they must not pay torch's import (~2-7 s a job)
+LIGHT_SCRIPTS = ("train_curves", "fig1cd", "fig2cf", "fig3", "fig4", "fig5", "fig7", "fig1ab_linear",
+                 "fig6_appendix_c", "mlp_figure", "fig8_symmetry_breaking", "fig9_landscapes", "noncontrastive_figure",
+                 "noncontrastive_summary", "analysis_table", "tables", "steps", "sharpened_speedup_table")
+
+
+def test_figure_and_table_jobs_do_not_import_torch(repo):
+    """What the figure/table scripts import at their top (before script_run's first log line) leaves torch,
+    torchvision and mlflow unimported (mlflow is imported when the tracker first talks to the store)."""
+    import ast
+
+    lines = []
+    for name in LIGHT_SCRIPTS:
+        tree = ast.parse((repo / "workflow_scripts" / f"{name}.py").read_text())
+        lines += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    code = "\n".join([*lines, "import sys", "print(sorted(m for m in ('torch', 'torchvision', 'mlflow') "
+                                            "if m in sys.modules))"])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
