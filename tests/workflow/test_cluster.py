@@ -123,8 +123,9 @@ MpiDefault=none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-# finished jobs stay visible to squeue (the status command without accounting) for 30 min
-MinJobAge=1800
+# finished jobs stay visible to squeue (the status command without accounting) for a day: the test reads
+# every job's final state at the end (0 would keep them forever, but the plugin then switches to sacct)
+MinJobAge=86400
 KillWait=10
 ReturnToService=2
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
