@@ -339,9 +339,15 @@ def test_paper_rehearsal_through_slurm(slurm_cluster, mlflow_server, cifar10_dir
         subprocess.run(["scancel", cancelled], env=env, check=True, timeout=60)
         rc = proc.wait(timeout=max(60.0, TIMEOUT_S - (time.time() - t0)))
     finally:
+        # an interrupted run: Snakemake cancels its SLURM jobs on SIGTERM; it must be gone before the
+        # fixtures stop the daemons (it would poll a dead controller): SIGKILL its group after 2 min
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
     wall = time.time() - t0
     log_text = out.read_text()
     assert rc == 0, log_text[-8000:]
