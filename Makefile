@@ -8,13 +8,22 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 STAMP := $(VENV)/.installed
 
+<<<<<<< HEAD
 .PHONY: run test lint setup dag report clean-results gpu-check paper-cost
+=======
+.PHONY: run test cluster-test lint setup dag report clean-results
+>>>>>>> cluster
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The paper configuration (config/paper.yaml + config/rehearsal.yaml) through a real single-node SLURM
+# cluster and MLflow server (tests/workflow/test_cluster.py; installs slurm-wlm and munge when missing).
+cluster-test: $(STAMP)
+	$(BIN)/python -m pytest tests/workflow/test_cluster.py --run-cluster -v -s
 
 setup: $(STAMP)
 

@@ -9,6 +9,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-cluster", action="store_true", default=False,
+                     help="run the tests marked cluster (a real SLURM cluster and MLflow server; `make cluster-test`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cluster`` install SLURM and run ~20 min: only with --run-cluster (.ci/run passes it)."""
+    if config.getoption("--run-cluster"):
+        return
+    skip = pytest.mark.skip(reason="SLURM cluster test: run with --run-cluster (make cluster-test)")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
 def shared_datasets() -> Path | None:
     """Directory holding cifar10-jpeg.tar.gz: $SSLKIT_DATASETS (set by .ci/run), else ../shared/datasets."""
     env = os.environ.get("SSLKIT_DATASETS")
