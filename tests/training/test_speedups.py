@@ -185,6 +185,48 @@ def test_precondition_hook_keeps_the_loss_and_right_multiplies_the_gradient(rela
     assert not np.allclose(gw1.numpy(), gw0.numpy())
 
 
+@pytest.mark.parametrize("method", ["barlow_twins", "simclr"])
+def test_eq52_variant_preconditions_by_eq52_computed_with_numpy(method):
+    """The measured variant ``precondition_eq52`` (config speedups.variants) replaces the gradient that reaches
+    F = [z1; z2] by grad_F (F^T F + a I)^{-1} -- Eq. 52 of App. G.1 as written, checked with numpy -- and
+    ``precondition_relative`` is a different matrix (the relative form)."""
+    from sslkit.config import load_config
+    from sslkit.training.engine import resolve_run_config
+    from sslkit.training.methods import make_method
+    from sslkit.training.networks import build_model
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
+    stats = {"n_train": 256, "height": 8, "width": 8, "channels": 1, "mean": [0.3], "std": [0.3]}
+    variants = cfg["speedups"]["variants"]
+    assert {"precondition_eq52", "precondition_relative"} <= set(cfg["speedups"]["methods"][method])
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.rand(24, 1, 8, 8, generator=gen)
+    x2 = (x1 + 0.1 * torch.randn(24, 1, 8, 8, generator=gen)).clamp(0, 1)
+    grads = {}
+    for name in ("baseline", "precondition_eq52", "precondition_relative"):
+        rc = resolve_run_config(X.variant_method_config(cfg, method, variants[name], steps=10, seed=0),
+                                method, "standard", stats, "digits")
+        torch.manual_seed(0)  # the same weights for every variant: the same embeddings
+        loss, z1, z2 = make_method(build_model(rc), rc).loss(x1, x2, 0)
+        z1.retain_grad()  # retained after the hooks: the gradient that flows on into the network
+        z2.retain_grad()
+        loss.backward()
+        grads[name] = (z1.grad.double().numpy(), z2.grad.double().numpy(),
+                       np.vstack([z1.detach().double().numpy(), z2.detach().double().numpy()]),
+                       float((rc.get("speedups") or {}).get("precondition_alpha", math.nan)))
+    g1, g2, F0, _ = grads["baseline"]  # no hooks: dL/dz1, dL/dz2
+    h1, h2, F, a = grads["precondition_eq52"]
+    np.testing.assert_array_equal(F, F0)
+    assert a == 0.1
+    p52 = np.linalg.inv(F.T @ F + a * np.eye(F.shape[1]))  # Eq. 52
+    scale = np.abs(g1 @ p52).max()
+    np.testing.assert_allclose(h1, g1 @ p52, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(h2, g2 @ p52, rtol=1e-4, atol=1e-5 * scale)
+    assert not np.allclose(h1, g1, rtol=1e-2)
+    r1 = grads["precondition_relative"][0]
+    assert not np.allclose(r1, g1 @ p52, rtol=1e-2)  # the relative form is another matrix
+
+
 def test_relative_preconditioner_gains():
     f = torch.tensor(np.diag([3.0, 1.0, 0.0]) @ np.eye(3), dtype=torch.float64).repeat(4, 1)
     p = S.precondition_matrix(f, 0.1, relative=True).numpy()
