@@ -184,13 +184,21 @@ def speedups_group_params(method, init):
         "variants": {v: sc["variants"][v] for v in variants},
         "steps": sc["steps"][method],
         "speedups": {k: sc.get(k) for k in keep},
-        "bands": {k: config["analysis"]["steps"][k] for k in ("floor_rel", "band_margin")},
+        "bands": {
+            k: config["analysis"]["steps"][k] for k in ("floor_rel", "band_margin")
+        },
     }
 
 
 def speedups_lr_params(method, init):
     """What the speedups_lr job depends on: the method block (this init) and the variants swept."""
     sc = config["speedups"]
+    unknown = [v for v in sc["lr_sweep"]["variants"] if v not in sc["variants"]]
+    if unknown:
+        raise ValueError(
+            f"speedups.lr_sweep.variants lists {unknown}, not in speedups.variants "
+            f"({sorted(sc['variants'])})"
+        )
     return {
         **train_params(method, init),
         "variants": {v: sc["variants"][v] for v in sc["lr_sweep"]["variants"]},
@@ -205,7 +213,8 @@ def speedups_groups(dataset, only_method=None):
     sc = config["speedups"]
     methods = [m for m, v in sc["methods"].items() if v and only_method in (None, m)]
     for method in methods:
-        speedups_group_params(method, sc["inits"][0])  # unknown variant names: a clear error
+        # unknown variant names: a clear error
+        speedups_group_params(method, sc["inits"][0])
     return [
         path
         for method in methods

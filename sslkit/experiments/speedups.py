@@ -332,8 +332,9 @@ def group_manifests(group_paths: Sequence[Any], variant: str | None = None) -> l
     return out
 
 
-def _finished(run_dir, rc: Mapping[str, Any], probe_step: int | None) -> dict | None:
-    """The saved result {manifest, probe} of a run whose folder is finished for this run config, else None."""
+def _finished(run_dir, rc: Mapping[str, Any], probe_step: int | None, *, check_probe: bool = True) -> dict | None:
+    """The saved result {manifest, probe} of a run whose folder is finished for this run config (and, with
+    ``check_probe``, probed at ``probe_step``), else None."""
     from pathlib import Path
 
     from sslkit.io import load_json
@@ -348,7 +349,9 @@ def _finished(run_dir, rc: Mapping[str, Any], probe_step: int | None) -> dict | 
         return None
     if man.get("diverged"):
         return {"manifest": man, "probe": probe}
-    if not man.get("complete") or probe is None or probe.get("probed_step") != probe_step:
+    if not man.get("complete"):
+        return None
+    if check_probe and (probe is None or probe.get("probed_step") != probe_step):
         return None
     return {"manifest": man, "probe": probe}
 
@@ -430,7 +433,8 @@ def run_group(config: Mapping[str, Any], dataset: str, method: str, init: str, d
         rc = resolve_variant_run(config, method, init, variant, seed, stats, dataset, steps=steps,
                                  checkpoint_every=ckpt_every)
         rc["runtime"]["progress"] = False
-        done = _finished(run_dir, rc, probe_step)
+        # the baseline's probe step is known only once the budget is (_set_probe_step checks it then)
+        done = _finished(run_dir, rc, probe_step, check_probe=variant != "baseline")
         rec = {"variant": variant, "seed": seed, "dir": name, "steps": steps, "probe_step": probe_step}
         if done is not None:
             log(f"speedups {dataset}/{name}: finished earlier (same run config), kept")
