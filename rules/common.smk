@@ -172,58 +172,78 @@ def ntk_params():
 # ---- App. G speed-ups and the non-contrastive methods ------------------------------------------
 
 
-def speedups_run_params(method, init, variant):
-    """What one speed-up run depends on: its method block (this init only), the variant's
-    overrides, the experiment's steps/eval settings and the train section (as train_params).
+def speedups_group_params(method, init):
+    """What one speedups_run job (all runs of a method at an init) depends on: its method block (this
+    init only, as train_params), its variants' overrides and the experiment's seeds, steps, budget and
+    eval settings.
     """
     sc = config["speedups"]
-    if variant not in sc["variants"]:
-        raise ValueError(
-            f"speedups: variant '{variant}' is not in speedups.variants ({sorted(sc['variants'])})"
-        )
-    base = train_params(method, init)
-    keep = ("steps", "eval_every", "checkpoint_log_points")
+    variants = sc["methods"].get(method) or []
+    for variant in variants:
+        if variant not in sc["variants"]:
+            raise ValueError(
+                f"speedups.methods.{method} lists '{variant}', not in speedups.variants "
+                f"({sorted(sc['variants'])})"
+            )
+    keep = ("seeds", "eval_every", "checkpoint_log_points", "ks", "budget_margin")
     return {
-        **base,
-        "variant": sc["variants"][variant],
-        "speedups": {k: sc[k] for k in keep},
+        **train_params(method, init),
+        "variants": {v: sc["variants"][v] for v in variants},
+        "steps": sc["steps"][method],
+        "speedups": {k: sc.get(k) for k in keep},
+        "bands": {
+            k: config["analysis"]["steps"][k] for k in ("floor_rel", "band_margin")
+        },
     }
 
 
-def speedups_runs(pattern, dataset, only_method=None, only_variant=None):
-    """``pattern`` (a speedups_run output) of every speed-up run: method x its variants x inits x
-    seeds (or only those of ``only_method`` / ``only_variant``)."""
+def speedups_lr_params(method, init):
+    """What the speedups_lr job depends on: the method block (this init) and the variants swept."""
     sc = config["speedups"]
-    out = []
-    for method, variants in sc["methods"].items():
-        for variant in variants:
-            if only_method not in (None, method) or only_variant not in (None, variant):
-                continue
-            if variant not in sc["variants"]:
-                raise ValueError(
-                    f"speedups.methods.{method} lists '{variant}', not in speedups.variants"
-                )
-            out += expand(
-                pattern,
-                dataset=dataset,
-                method=method,
-                variant=variant,
-                init=sc["inits"],
-                seed=sc["seeds"],
-            )
-    return out
+    unknown = [v for v in sc["lr_sweep"]["variants"] if v not in sc["variants"]]
+    if unknown:
+        raise ValueError(
+            f"speedups.lr_sweep.variants lists {unknown}, not in speedups.variants "
+            f"({sorted(sc['variants'])})"
+        )
+    return {
+        **train_params(method, init),
+        "variants": {v: sc["variants"][v] for v in sc["lr_sweep"]["variants"]},
+        "seed": sc["seeds"][0],
+        "eval_every": sc["eval_every"],
+    }
 
 
-def speedups_lr_runs(dataset):
-    """status.json of every run of the learning-rate sweep (speedups.lr_sweep)."""
+def speedups_groups(dataset, only_method=None):
+    """The group record (speedups_run output) of every (method, init) of the speed-up experiment with
+    variants (or only ``only_method``'s)."""
+    sc = config["speedups"]
+    methods = [m for m, v in sc["methods"].items() if v and only_method in (None, m)]
+    for method in methods:
+        # unknown variant names: a clear error
+        speedups_group_params(method, sc["inits"][0])
+    return [
+        path
+        for method in methods
+        for path in expand(
+            rules.speedups_run.output.runs,
+            dataset=dataset,
+            method=method,
+            init=sc["inits"],
+        )
+    ]
+
+
+def speedups_lr_sweeps(dataset):
+    """The learning-rate sweep's record (speedups_lr output; speedups.lr_sweep), or none."""
     sw = config["speedups"]["lr_sweep"]
+    if not sw["variants"] or not sw["factors"]:
+        return []
     return expand(
-        rules.speedups_lr.output.status,
+        rules.speedups_lr.output.sweep,
         dataset=dataset,
         method=sw["method"],
         init=sw["init"],
-        variant=sw["variants"],
-        factor=[f"{f:g}" for f in sw["factors"]],
     )
 
 

@@ -1,25 +1,25 @@
 # Beyond the paper: the Appendix G speed-ups, measured (sslkit.training.speedup_variants, sslkit.experiments.speedups).
-# Each (method, init, variant, seed) is a short sslkit.training.engine run in its own folder
-# results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/ (results/train/ is untouched);
-# a short learning-rate sweep tests G.3's claim of a larger stable lr; speedups_table measures
-# time-to-rank-k, final rank and probe accuracy, speedups_figure draws them.
+# One speedups_run job per (method, init) trains all its (variant, seed) runs in one process
+# (sslkit.experiments.speedups.run_group), each in its own folder
+# results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/ (results/train/ is untouched): the baseline
+# first, then the other variants for a step budget that follows from the baseline's measured time to rank
+# max(ks) (speedups.budget_margin); one speedups_lr job runs the short learning-rate sweep that tests G.3's
+# claim of a larger stable lr; speedups_table measures time-to-rank-k, final rank and probe accuracy,
+# speedups_figure draws them.
 
 
 rule speedups_run:
     input:
         data=rules.prepare_data.output.manifest,
     output:
-        manifest="results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/manifest.json",
-        probe="results/speedups/{dataset}/{method}-{init}-{variant}-s{seed}/probe.json",
+        runs="results/speedups/{dataset}/groups/{method}-{init}.json",
     log:
-        "logs/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.log",
+        "logs/speedups_run/{dataset}/{method}-{init}.log",
     benchmark:
-        "benchmarks/speedups_run/{dataset}/{method}-{init}-{variant}-s{seed}.tsv"
+        "benchmarks/speedups_run/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
-        variant="[a-z0-9_]+",
-        seed=r"\d+",
     conda:
         "../envs/sslkit.yaml"
     threads: config["speedups"]["threads"]
@@ -27,7 +27,7 @@ rule speedups_run:
         mem_mb=config["speedups"]["mem_mb"],
         gpu=GPU_PER_JOB,
     params:
-        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
+        run=lambda wc: speedups_group_params(wc.method, wc.init),
         probe=config["analysis"]["probe"],
     script:
         "../workflow_scripts/speedups_run.py"
@@ -37,16 +37,14 @@ rule speedups_lr:
     input:
         data=rules.prepare_data.output.manifest,
     output:
-        status="results/speedups/{dataset}/lr/{method}-{init}-{variant}-x{factor}/status.json",
+        sweep="results/speedups/{dataset}/lr/{method}-{init}.json",
     log:
-        "logs/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.log",
+        "logs/speedups_lr/{dataset}/{method}-{init}.log",
     benchmark:
-        "benchmarks/speedups_lr/{dataset}/{method}-{init}-{variant}-x{factor}.tsv"
+        "benchmarks/speedups_lr/{dataset}/{method}-{init}.tsv"
     wildcard_constraints:
         method="|".join(SSL_METHODS),
         init="|".join(SSL_INITS),
-        variant="[a-z0-9_]+",
-        factor=r"[0-9.]+",
     conda:
         "../envs/sslkit.yaml"
     threads: config["speedups"]["threads"]
@@ -54,7 +52,7 @@ rule speedups_lr:
         mem_mb=config["speedups"]["mem_mb"],
         gpu=GPU_PER_JOB,
     params:
-        run=lambda wc: speedups_run_params(wc.method, wc.init, wc.variant),
+        run=lambda wc: speedups_lr_params(wc.method, wc.init),
         sweep=config["speedups"]["lr_sweep"],
     script:
         "../workflow_scripts/speedups_lr.py"
@@ -62,11 +60,8 @@ rule speedups_lr:
 
 rule speedups_table:
     input:
-        manifests=lambda wc: speedups_runs(
-            rules.speedups_run.output.manifest, wc.dataset
-        ),
-        probes=lambda wc: speedups_runs(rules.speedups_run.output.probe, wc.dataset),
-        lr=lambda wc: speedups_lr_runs(wc.dataset),
+        groups=lambda wc: speedups_groups(wc.dataset),
+        lr=lambda wc: speedups_lr_sweeps(wc.dataset),
     output:
         table="results/speedups/{dataset}/speedups.csv",
         factors="results/speedups/{dataset}/speedup_factors.csv",

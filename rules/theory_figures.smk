@@ -82,9 +82,7 @@ rule sharpened_speedup_table:
     input:
         linear=rules.sharpened_speedup.output.table,
         factors=rules.speedups_table.output.factors,
-        baselines=lambda wc: speedups_runs(
-            rules.speedups_run.output.manifest, wc.dataset, "barlow_twins", "baseline"
-        ),
+        groups=lambda wc: speedups_groups(wc.dataset, "barlow_twins"),
     output:
         csv=report(
             "results/tables/{dataset}/sharpened_speedup.csv",

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sslkit.experiments.speedups import group_manifests
 from sslkit.io import atomic_path, load_json
 from sslkit.rule_script import script_run
 from sslkit.theory.landscape_experiments import resnet_comparison
@@ -13,7 +14,7 @@ with script_run(snakemake, attach=True) as (tracker, config):
     factors = pd.read_csv(snakemake.input.factors)
     # initial eigenvalues of C of the ResNet baseline runs (median over seeds, per init)
     lam0 = {}
-    for path in snakemake.input.baselines:
+    for path in group_manifests(snakemake.input.groups, "baseline"):
         man = load_json(path)
         hist = pd.read_csv(Path(path).parent / man["history"])
         eig = hist.loc[hist["step"].idxmin(), [c for c in hist.columns if c.startswith("eig_C_")]].to_numpy(float)

@@ -1,37 +1,27 @@
-"""Rule speedups_run: one short sslkit.training.engine run of a speed-up variant, then a probe of its last
-checkpoint."""
+"""Rule speedups_run: every (variant, seed) run of one (method, init) of the speed-up experiment in this
+process (sslkit.experiments.speedups.run_group): the baseline first, then the other variants at the step
+budget its measured time-to-rank-k gives; each run is probed and has its own MLflow model run."""
 from pathlib import Path
 
-from sslkit.experiments.speedups import probe_final, resolve_variant_run
+from sslkit.experiments.speedups import run_group, run_name
 from sslkit.io import save_json
-from sslkit.rule_script import script_run
-from sslkit.training.engine import NonFiniteLossError, data_stats, load_training_images, train
+from sslkit.rule_script import console, script_run
+from sslkit.tracking import Tracker
 
 wc = snakemake.wildcards
-model = f"{wc.dataset}/speedups/{wc.method}-{wc.init}-{wc.variant}-s{wc.seed}"
-with script_run(snakemake, log_params={}, model=model) as (tracker, config):
-    data_dir = Path(snakemake.input.data).parent
-    splits = list(config["train"]["splits"])
-    images = load_training_images(data_dir, splits)
-    stats = {**data_stats(images), "dir": str(data_dir), "splits": splits}
-    rc = resolve_variant_run(config, wc.method, wc.init, wc.variant, int(wc.seed), stats, wc.dataset)
-    rc["runtime"]["progress"] = False
-    run_dir = Path(snakemake.output.manifest).parent
-    try:
-        result = train(rc, images, run_dir, tracker, resume=bool(config["train"]["resume"]))
-    except NonFiniteLossError as exc:
-        # a variant that diverges at the method's lr is a result of this experiment, not a failure:
-        # record it (history.csv up to the last checkpoint stays) and leave the probe empty
-        save_json(snakemake.output.probe, {"linear_acc": None, "knn_acc": None, "diverged": True})
-        save_json(snakemake.output.manifest, {
-            "dataset": wc.dataset, "method": wc.method, "init": wc.init, "lr": rc["lr"], "steps": rc["steps"],
-            "complete": False, "diverged": True, "error": str(exc), "history": "history.csv",
-            "checkpoints": [], "run_config": rc})
-        tracker.set_tags({"experiment": "speedups", "variant": wc.variant, "diverged": "true"})
-    else:
-        probe = probe_final(result.manifest, run_dir, data_dir, config["analysis"]["probe"])
-        save_json(snakemake.output.probe, probe)
-        tracker.set_tags({"experiment": "speedups", "variant": wc.variant})
-        tracker.log_dataset(snakemake.input.data, splits)
-        tracker.log_metrics({"probe/linear_acc": probe["linear_acc"], "probe/knn_acc": probe["knn_acc"]},
-                            rc["steps"])
+with script_run(snakemake) as (tracker, config):
+    out = Path(snakemake.output.runs)
+
+    def model_tracker(variant, seed):
+        # one MLflow run per trained model, tagged as the per-run jobs of earlier versions were
+        wildcards = {"dataset": wc.dataset, "method": wc.method, "init": wc.init, "variant": variant,
+                     "seed": str(seed)}
+        key = f"{wc.dataset}/speedups/{run_name(wc.method, wc.init, variant, seed)}"
+        return Tracker.for_rule(config, snakemake.rule, wildcards, kind="model", model=key)
+
+    record = run_group(config, wc.dataset, wc.method, wc.init, Path(snakemake.input.data).parent, out.parent.parent,
+                       make_tracker=model_tracker, log=console)
+    save_json(out, record)
+    tracker.log_metrics({"budget_steps": record["budget"]["steps"],
+                         "runs_trained": sum(not r["skipped"] for r in record["runs"])})
+    tracker.log_artifact(out)

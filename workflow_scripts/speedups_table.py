@@ -12,17 +12,21 @@ from sslkit.training.engine import read_history
 with script_run(snakemake, log_params={"ks": snakemake.params.ks}, attach=True) as (tracker, config):
     ks = [int(k) for k in snakemake.params.ks]
     sp = snakemake.params.steps
-    runs = []
-    for mpath, ppath in zip(snakemake.input.manifests, snakemake.input.probes):
-        man = load_json(mpath)
-        rc = man["run_config"]
-        variant = Path(mpath).parent.name.split("-")[2]
-        hpath = Path(mpath).parent / man["history"]
-        hist = read_history(hpath) if hpath.exists() else None
-        probe = load_json(ppath)["linear_acc"]
-        runs.append({"method": rc["method"], "init": rc["init"], "variant": variant, "seed": rc["seed"],
-                     "history": hist, "diverged": bool(man.get("diverged", False)),
-                     "probe": math.nan if probe is None else probe})
+    runs, budgets = [], {}
+    for gpath in snakemake.input.groups:
+        group = load_json(gpath)
+        budgets[f"{group['method']}-{group['init']}"] = group["budget"]
+        for r in group["runs"]:
+            run_dir = Path(gpath).parent.parent / r["dir"]
+            man = load_json(run_dir / "manifest.json")
+            rc = man["run_config"]
+            hpath = run_dir / man["history"]
+            # equal budgets: every run of the group is measured on its steps <= B (the baseline runs longer)
+            hist = X.truncate_history(read_history(hpath), group["budget"]["steps"]) if hpath.exists() else None
+            probe = load_json(run_dir / "probe.json")["linear_acc"]
+            runs.append({"method": rc["method"], "init": rc["init"], "variant": r["variant"], "seed": rc["seed"],
+                         "history": hist, "diverged": bool(man.get("diverged", False)),
+                         "probe": math.nan if probe is None else probe})
     rows, curves, bands_out = [], [], {}
     for (method, init) in dict.fromkeys((r["method"], r["init"]) for r in runs):
         group = [r for r in runs if r["method"] == method and r["init"] == init]
@@ -50,10 +54,13 @@ with script_run(snakemake, log_params={"ks": snakemake.params.ks}, attach=True) 
     # time-to-rank-k is only meaningful where the pooled spectrum has two bands (gap >= min_gap_decades)
     factors["bands_separated"] = [bool(bands_out[f"{m}-{i}"]["gap_decades"] >= sp["min_gap_decades"])
                                   for m, i in zip(factors["method"], factors["init"])]
-    lr = [load_json(p) for p in snakemake.input.lr]
-    summary = {"bands": bands_out, "ks": ks, "lr_sweep": lr, "largest_stable_factor": X.largest_stable(lr),
+    lr = [rec for p in snakemake.input.lr for rec in load_json(p)]
+    paragraphs = X.__doc__.split("\n\n")
+    summary = {"bands": bands_out, "ks": ks, "budgets": budgets, "lr_sweep": lr,
+               "largest_stable_factor": X.largest_stable(lr),
                "largest_bounded_factor": X.largest_stable(lr, "bounded"),
-               "definition": X.__doc__.split("\n\n")[2]}
+               "definition": next(p for p in paragraphs if p.startswith("Measures")),
+               "budget_rule": next(p for p in paragraphs if p.startswith("Step budget"))}
     for out, df in ((snakemake.output.table, table), (snakemake.output.factors, factors),
                     (snakemake.output.curves, pd.DataFrame(curves))):
         with atomic_path(out) as tmp:

@@ -18,7 +18,9 @@ G.1 -- preconditioning the gradient w.r.t. the embeddings (any method)
     that the top direction keeps its gradient:
         P = (1 + a) (S / s_max + a I)^{-1}     (gains: 1 along the top direction, up to (1 + a)/a
                                                 along directions of vanishing variance)
-    With ``relative=False``: P = (F^T F + a I)^{-1}, Eq. 52 verbatim.
+    With ``relative=False``: P = (F^T F + a I)^{-1}, Eq. 52 verbatim. The speed-up experiment measures
+    both forms as the variants ``precondition_relative`` and ``precondition_eq52`` (config
+    ``speedups.variants``; docs/theory.md §12).
 
 G.2 -- sharpening at zero (Barlow Twins)
     L = || g_sqrt(C) - I ||^2 with g_sqrt(lambda) = sign(lambda) |lambda|^{1/2} applied to the

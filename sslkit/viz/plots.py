@@ -23,7 +23,7 @@ from sslkit.viz import SOURCES, STYLE
 
 __all__ = ["STYLE", "SOURCES", "style", "save_figure", "mode_colors", "fig1ab_linear", "fig6_appendix_c",
            "fig2ab_mlp",
-           "eigen_columns", "training_curves", "speedups_figure", "noncontrastive_figure"]
+           "eigen_columns", "training_curves", "speedups_figure", "variant_label", "noncontrastive_figure"]
 
 
 @contextlib.contextmanager
@@ -527,12 +527,24 @@ def training_curves(history, method: str, title: str | None = None):
 # Beyond the paper: Appendix G speed-ups (rules/speedups.smk)
 # ---------------------------------------------------------------------------------------------
 
-VARIANT_STYLE = {"baseline": ("k", "-"), "precondition": ("tab:blue", "-"), "sharpen": ("tab:red", "-"),
+VARIANT_STYLE = {"baseline": ("k", "-"), "precondition_relative": ("tab:blue", "-"),
+                 "precondition_eq52": ("tab:cyan", "-"), "sharpen": ("tab:red", "-"),
                  "smooth": ("tab:green", "-"), "quartic": ("tab:purple", "-")}
+#: legend / bar labels of the variants (the two G.1 forms must stay distinguishable; docs/theory.md §12)
+VARIANT_LABEL = {"baseline": "baseline", "precondition_relative": "G.1 relative (1+a)(S/s_max+aI)^-1",
+                 "precondition_eq52": "G.1 Eq. 52 (F^T F+aI)^-1", "sharpen": "G.2 sharpen",
+                 "smooth": "G.3 smooth", "quartic": "G.3 quartic"}
+VARIANT_SHORT = {"precondition_relative": "G1-rel", "precondition_eq52": "G1-Eq52", "sharpen": "sharpen",
+                 "smooth": "smooth", "quartic": "quartic"}
 
 
 def _variant_style(name: str, i: int):
     return VARIANT_STYLE.get(name, (plt.get_cmap("tab10")(i % 10), "-"))
+
+
+def variant_label(name: str, short: bool = False) -> str:
+    """Legend (or, ``short``, bar) label of a speed-up variant; unknown names are shown as they are."""
+    return (VARIANT_SHORT if short else VARIANT_LABEL).get(name, name)
 
 
 def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
@@ -556,7 +568,7 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
             col, _ = _variant_style(v, i)
             for j, (_seed, s) in enumerate(g[g["variant"] == v].groupby("seed")):
                 ax.step(s["t"], s["rank"], where="post", color=col, lw=1.2, alpha=0.85,
-                        ls="-" if j == 0 else "--", label=v if j == 0 else None)
+                        ls="-" if j == 0 else "--", label=variant_label(v) if j == 0 else None)
         ax.set_title(f"{method}, {init} init", fontsize="medium")
         ax.set_xlabel("t = lr x step")
         ax.set_ylabel("eigenvalues in grown band")
@@ -570,7 +582,7 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
         if g.empty:
             continue
         r = g.loc[g["k"].idxmax()]
-        labels.append(f"{method[:6]}-{init[:3]} {variant[:7]} k{int(r['k'])}")
+        labels.append(f"{method[:6]}-{init[:3]} {variant_label(variant, short=True)} k{int(r['k'])}")
         med.append(r["speedup_median"])
         lo.append(r["speedup_median"] - r["speedup_min"])
         hi.append(r["speedup_max"] - r["speedup_median"])
@@ -592,7 +604,7 @@ def speedups_figure(curves, factors, lr_sweep: Sequence[dict], title: str = ""):
         x = [r["factor"] for r in rs]
         top = [r["final_top_eigenvalue"] if r["final_top_eigenvalue"] is not None else np.nan for r in rs]
         col, _ = _variant_style(v, i)
-        ax.plot(x, top, "-o", color=col, label=v, ms=3)
+        ax.plot(x, top, "-o", color=col, label=variant_label(v), ms=3)
         bad = [xx for xx, r in zip(x, rs) if not r["stable"]]
         ax.plot(bad, [1e3] * len(bad), "x", color=col, ms=7)
     ax.set_xscale("log", base=2)

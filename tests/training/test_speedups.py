@@ -185,6 +185,48 @@ def test_precondition_hook_keeps_the_loss_and_right_multiplies_the_gradient(rela
     assert not np.allclose(gw1.numpy(), gw0.numpy())
 
 
+@pytest.mark.parametrize("method", ["barlow_twins", "simclr"])
+def test_eq52_variant_preconditions_by_eq52_computed_with_numpy(method):
+    """The measured variant ``precondition_eq52`` (config speedups.variants) replaces the gradient that reaches
+    F = [z1; z2] by grad_F (F^T F + a I)^{-1} -- Eq. 52 of App. G.1 as written, checked with numpy -- and
+    ``precondition_relative`` is a different matrix (the relative form)."""
+    from sslkit.config import load_config
+    from sslkit.training.engine import resolve_run_config
+    from sslkit.training.methods import make_method
+    from sslkit.training.networks import build_model
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
+    stats = {"n_train": 256, "height": 8, "width": 8, "channels": 1, "mean": [0.3], "std": [0.3]}
+    variants = cfg["speedups"]["variants"]
+    assert {"precondition_eq52", "precondition_relative"} <= set(cfg["speedups"]["methods"][method])
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.rand(24, 1, 8, 8, generator=gen)
+    x2 = (x1 + 0.1 * torch.randn(24, 1, 8, 8, generator=gen)).clamp(0, 1)
+    grads = {}
+    for name in ("baseline", "precondition_eq52", "precondition_relative"):
+        rc = resolve_run_config(X.variant_method_config(cfg, method, variants[name], steps=10, seed=0),
+                                method, "standard", stats, "digits")
+        torch.manual_seed(0)  # the same weights for every variant: the same embeddings
+        loss, z1, z2 = make_method(build_model(rc), rc).loss(x1, x2, 0)
+        z1.retain_grad()  # retained after the hooks: the gradient that flows on into the network
+        z2.retain_grad()
+        loss.backward()
+        grads[name] = (z1.grad.double().numpy(), z2.grad.double().numpy(),
+                       np.vstack([z1.detach().double().numpy(), z2.detach().double().numpy()]),
+                       float((rc.get("speedups") or {}).get("precondition_alpha", math.nan)))
+    g1, g2, F0, _ = grads["baseline"]  # no hooks: dL/dz1, dL/dz2
+    h1, h2, F, a = grads["precondition_eq52"]
+    np.testing.assert_array_equal(F, F0)
+    assert a == 0.1
+    p52 = np.linalg.inv(F.T @ F + a * np.eye(F.shape[1]))  # Eq. 52
+    scale = np.abs(g1 @ p52).max()
+    np.testing.assert_allclose(h1, g1 @ p52, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(h2, g2 @ p52, rtol=1e-4, atol=1e-5 * scale)
+    assert not np.allclose(h1, g1, rtol=1e-2)
+    r1 = grads["precondition_relative"][0]
+    assert not np.allclose(r1, g1 @ p52, rtol=1e-2)  # the relative form is another matrix
+
+
 def test_relative_preconditioner_gains():
     f = torch.tensor(np.diag([3.0, 1.0, 0.0]) @ np.eye(3), dtype=torch.float64).repeat(4, 1)
     p = S.precondition_matrix(f, 0.1, relative=True).numpy()
@@ -251,6 +293,34 @@ def test_rank_times_and_speedup_factors():
     assert X.largest_stable(records) == {"a": 2.0, "b": None}
 
 
+def _history(rank_at: dict[int, int], steps: int = 100, every: int = 10, d: int = 4) -> pd.DataFrame:
+    """A history.csv of a BT run (eig_C_*) whose rank (eigenvalues at 1 vs 1e-6) rises at the given steps."""
+    rows = []
+    for step in range(0, steps + 1, every):
+        rank = max([r for s, r in rank_at.items() if step >= s], default=0)
+        rows.append({"step": step, "t": 0.5 * step,
+                     **{f"eig_C_{i}": (1.0 if i < rank else 1e-6) for i in range(d)}})
+    return pd.DataFrame(rows)
+
+
+def test_budget_steps_follow_the_slowest_baseline_seed_times_the_margin():
+    seeds = [_history({20: 1, 30: 2, 40: 3}), _history({20: 2, 50: 3})]  # rank 3 at steps 40 and 50
+    b = X.budget_steps(seeds, "barlow_twins", [1, 3], cap=300, eval_every=10, margin=2.0)
+    assert b["baseline_steps"] == [40, 50] and b["steps"] == 100 and 1e-6 < b["threshold"] < 1
+    b = X.budget_steps(seeds, "barlow_twins", [3], cap=300, eval_every=10, margin=1.5)
+    assert b["steps"] == 80  # 1.5 x 50 = 75, rounded up to a multiple of eval_every
+    assert X.budget_steps(seeds, "barlow_twins", [3], cap=90, eval_every=10, margin=2.0)["steps"] == 90
+    # a seed that never reaches max(ks), a diverged seed (None), margin null: the cap
+    never = [seeds[0], _history({20: 2})]
+    assert X.budget_steps(never, "barlow_twins", [3], cap=300, eval_every=10, margin=2.0)["steps"] == 300
+    assert X.budget_steps([seeds[0], None], "barlow_twins", [3], cap=300, eval_every=10, margin=2.0)["steps"] == 300
+    assert X.budget_steps(seeds, "barlow_twins", [3], cap=300, eval_every=10, margin=None)["steps"] == 300
+    with pytest.raises(ValueError, match="budget_margin"):
+        X.budget_steps(seeds, "barlow_twins", [3], cap=300, eval_every=10, margin=0.5)
+    # measures of the group are taken on steps <= B
+    assert X.truncate_history(seeds[1], 30)["step"].tolist() == [0, 10, 20, 30]
+
+
 def test_grown_threshold_pools_runs():
     a = np.array([[1e-6, 1e-6], [1.0, 1e-6]])
     b = np.array([[1e-6, 1e-6], [1.0, 1.0]])
@@ -279,7 +349,7 @@ analysis:
 speedups:
   methods:
     barlow_twins: [baseline, sharpen, quartic]
-    simclr: [baseline, precondition]
+    simclr: [baseline, precondition_relative, precondition_eq52]
     vicreg: []
   inits: [small]
   seeds: [0]
@@ -291,24 +361,57 @@ speedups:
 
 
 def test_speedups_rules_tiny_run(repo, tmp_path):
+    from sslkit.io import load_json
+
     (tmp_path / "config").symlink_to(repo / "config")
     (tmp_path / "smoke.yaml").write_text(SMOKE)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     targets = ["results/tables/speedups.csv", "results/figures/speedups_digits.png"]
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--cores", "2",
-                        "--configfile", "smoke.yaml", "--", *targets], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+
+    def snakemake():
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--cores", "2",
+                            "--configfile", "smoke.yaml", "--", *targets], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+
+    snakemake()
     table = pd.read_csv(tmp_path / "results/tables/speedups.csv")
     assert list(table.columns) == X.TABLE_COLUMNS
-    assert len(table) == (3 + 2) * 2  # runs x ks
-    assert set(table["variant"]) == {"baseline", "sharpen", "quartic", "precondition"}
+    assert len(table) == (3 + 3) * 2  # runs x ks
+    # both forms of G.1 are measured and reported, under their own names
+    assert set(table["variant"]) == {"baseline", "sharpen", "quartic", "precondition_relative", "precondition_eq52"}
+    factors = pd.read_csv(tmp_path / "results/speedups/digits/speedup_factors.csv")
+    assert {"precondition_relative", "precondition_eq52"} <= set(factors.loc[factors["method"] == "simclr", "variant"])
     assert table["probe_accuracy"].between(0, 1).all()
-    from sslkit.io import load_json
-
     summary = load_json(tmp_path / "results/speedups/digits/summary.json")
     assert {r["factor"] for r in summary["lr_sweep"]} == {1.0, 1000.0}
+    # one job per (method, init) and one for the lr sweep, not one per run
+    bench = tmp_path / "benchmarks"
+    assert len(list((bench / "speedups_run/digits").glob("*.tsv"))) == 2
+    assert len(list((bench / "speedups_lr/digits").glob("*.tsv"))) == 1
+    group = load_json(tmp_path / "results/speedups/digits/groups/barlow_twins-small.json")
+    budget = group["budget"]["steps"]
+    assert 3 <= budget <= 12 and budget % 3 == 0 and summary["budgets"]["barlow_twins-small"]["steps"] == budget
     man = load_json(tmp_path / "results/speedups/digits/barlow_twins-small-sharpen-s0/manifest.json")
-    assert man["steps"] == 12 and man["run_config"]["speedups"]["transform"] == "sqrt"
+    assert man["steps"] == budget and man["run_config"]["speedups"]["transform"] == "sqrt"
+    base = load_json(tmp_path / "results/speedups/digits/barlow_twins-small-baseline-s0/manifest.json")
+    assert base["steps"] == 12  # the baseline trains for the cap; its probe is taken at step B
+    assert load_json(tmp_path / "results/speedups/digits/barlow_twins-small-baseline-s0/probe.json")[
+        "probed_step"] == budget
     assert not (tmp_path / "results/train").exists()  # the experiment has its own run folders
     assert (tmp_path / "results/figures/speedups_digits.pdf").stat().st_size > 0
+    # one MLflow model run per trained model, as before
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results/mlflow.db'}")
+    exp = client.get_experiment_by_name("stepwise-ssl")
+    models = client.search_runs([exp.experiment_id], "tags.`sslkit.kind` = 'model'", max_results=100)
+    assert sorted(r.data.tags["sslkit.model"] for r in models) == sorted(
+        f"digits/speedups/{m}-small-{v}-s0" for m, vs in (("barlow_twins", ("baseline", "sharpen", "quartic")),
+                                                          ("simclr", ("baseline", "precondition_relative",
+                                                                      "precondition_eq52"))) for v in vs)
+    # a group job that reruns (its record lost) keeps the finished runs instead of training them again
+    (tmp_path / "results/speedups/digits/groups/barlow_twins-small.json").unlink()
+    snakemake()
+    again = load_json(tmp_path / "results/speedups/digits/groups/barlow_twins-small.json")
+    assert all(r["skipped"] for r in again["runs"]) and again["budget"] == group["budget"]
