@@ -8,11 +8,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 STAMP := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: run test lint setup dag report clean-results gpu-check paper-cost
-=======
-.PHONY: run test cluster-test lint setup dag report clean-results
->>>>>>> cluster
+.PHONY: run test cluster-test lint setup dag report clean-results gpu-check paper-cost
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
