@@ -165,7 +165,14 @@ def ntk_pairs_method():
 
 def ntk_params():
     """What one ntk_alignment job depends on besides its inputs (engine plan, baseline draws)."""
-    keys = ("chunk_size", "memory_budget_mb", "batch_size", "random_trials", "seed", "initial_ntk")
+    keys = (
+        "chunk_size",
+        "memory_budget_mb",
+        "batch_size",
+        "random_trials",
+        "seed",
+        "initial_ntk",
+    )
     return {k: config["ntk"][k] for k in keys} | {"device": config["train"]["device"]}
 
 
