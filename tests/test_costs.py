@@ -84,10 +84,11 @@ def test_run_cost_schedules_and_checkpoint_bytes(one_torch_thread):
     c = costs.run_cost(rc)
     assert c.steps == 320 * (105000 // 64) == 524800
     assert c.checkpoints == len(checkpoint_steps(524800, 30, 25000))
-    assert c.eval_rows == len(eval_steps(524800, 500, 60, checkpoint_steps(524800, 30, 25000)))
+    assert c.eval_rows == len(eval_steps(524800, 500, 320, checkpoint_steps(524800, 30, 25000)))
     assert c.eval_rows > 524800 // 500
-    # 8 tracked columns + the top min(64, d = 512) eigenvalues of C and of cov
-    assert c.mlflow_values == c.eval_rows * (8 + 2 * 64)
+    # 11 tracked columns (8 + the monitor's rankme, steps_so_far, next_step_t) + the top min(64, d = 512)
+    # eigenvalues of C and of cov
+    assert c.mlflow_values == c.eval_rows * (11 + 2 * 64)
     # checkpoint bytes: weights + BN statistics + momentum, within 1% of the real state dicts
     small = dict(rc, encoder={"arch": "resnet18", "width": 0.25, "small_stem": True}, image_size=16)
     model = build_model(small)

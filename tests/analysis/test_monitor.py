@@ -124,16 +124,26 @@ def test_cadence_is_the_training_engines():
     assert [s for s in range(2001) if mon.due(s, 2000)] == eval_steps(2000, 25, 320)
 
 
-def test_logs_to_an_active_mlflow_run(tmp_path):
+def test_logs_to_an_active_mlflow_run(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (the user's, restored after the test)
     _, traj, _ = _linear_run()
-    with mlflow.start_run() as run:
-        mon = StepwiseMonitor(space="C", grown_level=1.0)
-        for i in range(0, len(traj.t), 4):
-            mon.observe(i, t=float(traj.t[i]), eig_c=traj.eigs[i])
-    hist = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "monitor/n_steps")
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI (for subprocesses): undone below, or every later
+    # Snakemake test of this session would log into this test's database
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with mlflow.start_run() as run:
+            mon = StepwiseMonitor(space="C", grown_level=1.0)
+            for i in range(0, len(traj.t), 4):
+                mon.observe(i, t=float(traj.t[i]), eig_c=traj.eigs[i])
+        client = mlflow.tracking.MlflowClient()
+        hist = client.get_metric_history(run.info.run_id, "monitor/n_steps")
+        nxt = client.get_metric_history(run.info.run_id, "monitor/next_t")
+    finally:
+        mlflow.set_tracking_uri(None)
     assert len(hist) == len(range(0, len(traj.t), 4))
     assert max(m.value for m in hist) == mon.steps_so_far()["n_steps"] > 0
-    nxt = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "monitor/next_t")
     assert nxt and all(m.value > 0 for m in nxt)
+    import os
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -52,7 +52,7 @@ def jobs_of(r: subprocess.CompletedProcess) -> list[tuple[str, str]]:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     jobs, rule = [], None
     for line in (r.stdout + r.stderr).splitlines():
-        if line.startswith(("rule ", "localrule ")):
+        if line.lstrip().startswith(("rule ", "localrule ")):  # (indented inside a group job)
             rule = line.split()[1].rstrip(":")
         elif rule and line.strip().startswith("output:"):
             jobs.append((rule, line.strip()))
