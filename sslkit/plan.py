@@ -73,10 +73,21 @@ def ntk_methods(config: Mapping[str, Any]) -> list[str]:
     from sslkit.config import ConfigError
 
     init = config["ntk"]["init"]
+    n_pairs = int(config["ntk"]["pairs"]["n"])
     for method in config["ntk"]["methods"]:
-        if init not in (config.get("methods") or {}).get(method, {}):
+        block = (config.get("methods") or {}).get(method, {})
+        if init not in block:
             raise ConfigError(f"ntk.init is '{init}' but the config has no methods.{method}.{init} block: add it "
                               f"(at least init_scale; see config/paper.yaml) or set ntk.init to small or standard")
+        # K_Gamma = K^1/2 Z K^1/2 / 2n has at most n positive eigenvalues (Z: n pairs swapped, eigenvalues
+        # +-1, n each), so the top-spectral solution of a d-dimensional embedding needs n >= d pairs.
+        d = ((block[init] or {}).get("projector") or {}).get("dim", (block.get("projector") or {}).get("dim"))
+        if d is not None and n_pairs < int(d):
+            raise ConfigError(f"config key 'ntk.pairs.n': {n_pairs} pairs are fewer than the embedding dimension "
+                              f"d = {d} of the run {method}-{init} (methods.{method}.{init}.projector.dim or "
+                              f"methods.{method}.projector.dim); K_Gamma has at most n positive eigenvalues, so "
+                              f"the theory needs n >= d: raise ntk.pairs.n (a margin above d, since eigenvalues "
+                              f"below round-off do not count) or lower d")
     return list(config["ntk"]["methods"])
 
 

@@ -152,8 +152,10 @@ class KernelSpectrum:
         g = self.gamma[:d]
         floor = self.rtol * np.abs(self.gamma).max()  # below this an eigenvalue is round-off
         if g[-1] <= floor:
-            raise ValueError(f"K_Gamma has only {(self.gamma > floor).sum()} positive eigenvalues; "
-                             f"the top-spectral solution needs d = {d} of them")
+            raise ValueError(f"K_Gamma has only {(self.gamma > floor).sum()} positive eigenvalues above "
+                             f"round-off (at most n = {self.n}, the number of pairs); the top-spectral "
+                             f"solution needs d = {d} of them: compare on more pairs (config key "
+                             f"ntk.pairs.n, well above d) or use a smaller embedding dimension")
         return g, self.B[:, :d]
 
 

@@ -238,6 +238,29 @@ def test_missing_init_block_is_named(repo):
         ntk_methods(cfg)
 
 
+def test_fewer_pairs_than_d_is_refused_before_any_entk(repo):
+    """K_Gamma has at most n positive eigenvalues, so ntk.pairs.n < d cannot give a top-d solution: the
+    plan refuses it, naming the key (the paper configuration's d = 50 App. E runs need n >= 50)."""
+    from sslkit.config import ConfigError, load_config
+    from sslkit.theory.alignment import ntk_methods
+
+    cfg = load_config(repo / "config/config.yaml", repo / "config/paper.yaml")
+    assert cfg["methods"]["simclr"]["ntk"]["projector"]["dim"] == 50
+    cfg["ntk"]["pairs"]["n"] = 50
+    assert ntk_methods(cfg) == ["barlow_twins", "simclr", "vicreg"]
+    cfg["ntk"]["pairs"]["n"] = 49
+    with pytest.raises(ConfigError, match=r"'ntk\.pairs\.n': 49 pairs .* d = 50 of the run barlow_twins-ntk"):
+        ntk_methods(cfg)
+    # and the theory itself: a kernel on n pairs yields exactly n positive eigenvalues of K_Gamma
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2 * 6, 40))
+    spec = kn.kernel_gamma(X @ X.T)
+    assert (spec.gamma > 1e-9).sum() == 6
+    spec.top(6)
+    with pytest.raises(ValueError, match=r"at most n = 6.*ntk\.pairs\.n"):
+        spec.top(7)
+
+
 def test_table1_prints_feature_span_baselines_initial_entk_and_alpha_check():
     """The baselines that know the hidden features, the initial-eNTK alignment and the alpha check are
     in the table itself (CSV round trip, Markdown and LaTeX cells), not only in the JSON."""
