@@ -7,7 +7,8 @@ stages consume)::
                      "checkpoints": [{"step", "t", "t_eff", "epoch", "path", "sha256", "bytes", "mtime_ns"}],
                      "run_config", "config_hash", "integrity_generation",
                      "history": "history.csv", "complete": true, "wall_time_s", "cpu_time_s"
-                     (all sessions of the run), "session_wall_time_s", "device", ...}
+                     (all sessions of the run), "session_wall_time_s", "session_eval_forward_s" and
+                     "session_monitor_s" (parts of it: evaluation forwards, the monitor's own work), "device", ...}
                     written last, only when the run has finished.
     history.csv     one row per evaluated step: step, t, t_eff, epoch, loss, loss_eval, lr,
                     images_per_s, rank, rankme, steps_so_far, next_step_t, eig_C_0..eig_C_{d-1},
@@ -661,6 +662,8 @@ class RunState:
     tracking_run_id: str | None = None  # the MLflow run of the model (stored in checkpoints' log_state)
     logged_through: int = -1            # the last step whose history row the tracker already has
     monitor: Any = None                 # sslkit.analysis.monitor.StepwiseMonitor: rank, steps so far, forecast
+    eval_forward_s: float = 0.0         # this session's seconds in the evaluation batch's forward passes ...
+    monitor_s: float = 0.0              # ... and in the monitor's own work on them (spectra, RankMe, detector, forecast)
 
     @property
     def lr(self) -> float:
@@ -926,6 +929,8 @@ def evaluate(state: RunState, plan: RunPlan) -> dict:
     with torch.no_grad():
         loss_eval, z1, z2 = state.method.loss(ev1, ev2, step, update=False)
     _restore_buffers(state.model, snap)
+    t_monitor = time.perf_counter()
+    state.eval_forward_s += t_monitor - now
     if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
         raise NonFiniteLossError(
             f"embeddings of the evaluation batch are not finite at step {step} of {plan.name} "
@@ -936,6 +941,7 @@ def evaluate(state: RunState, plan: RunPlan) -> dict:
     mean_loss = state.loss_sum / state.loss_count if state.loss_count else float("nan")
     state.loss_sum, state.loss_count = 0.0, 0
     mon = state.monitor.observe(step, t=plan.lr0 * step, eig_c=eig_c, eig_cov=eig_cov, rankme=rankme)
+    state.monitor_s += time.perf_counter() - t_monitor
     row = {"step": step, "t": plan.lr0 * step, "t_eff": state.t_eff, "epoch": plan.epoch(step),
            "loss": mean_loss, "loss_eval": float(loss_eval), "lr": state.lr, "images_per_s": ips, "rank": mon["rank"],
            "rankme": rankme, "steps_so_far": mon["n_steps"],
@@ -1182,6 +1188,11 @@ def write_manifest(state: RunState, plan: RunPlan, session_wall_s: float, sessio
             "cpu_time_s": round(state.prior_cpu_s + session_cpu_s, 3),
             "session_wall_time_s": round(session_wall_s, 3),
             "session_cpu_time_s": round(session_cpu_s, 3),
+            # of the session's wall time: the evaluation batch's forward passes at every history row (the
+            # dense spectra) and the stepwise monitor's own work on those embeddings (eigenvalues, RankMe,
+            # online step detection, forecast): the monitor's overhead, measured in the run itself
+            "session_eval_forward_s": round(state.eval_forward_s, 3),
+            "session_monitor_s": round(state.monitor_s, 3),
             # the train rule's integrity generation (sslkit.plan.run_integrity): raised by one when the
             # workflow found a damaged checkpoint, so that Snakemake reruns the job exactly once
             "integrity_generation": generation,

@@ -82,6 +82,10 @@ def test_resume_after_kill_is_identical(tmp_path, digits):
     assert rest.start_step == 10 and rest.complete
     # the manifest's time covers both sessions (the first one up to its checkpoint at step 10)
     assert rest.manifest["cpu_time_s"] > rest.manifest["session_cpu_time_s"] > 0
+    # the evaluation forwards and the monitor's own work are parts of the session's wall time
+    m = rest.manifest
+    assert 0 < m["session_monitor_s"] and 0 < m["session_eval_forward_s"]
+    assert m["session_monitor_s"] + m["session_eval_forward_s"] < m["session_wall_time_s"]
     assert {s: rest.losses[s] for s in range(10, 20)} == {s: full.losses[s] for s in range(10, 20)}
     a = torch.load(tmp_path / "full/ckpt/step_00000020.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part/ckpt/step_00000020.pt", weights_only=True)["model"]
