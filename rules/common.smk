@@ -218,6 +218,7 @@ def speedups_lr_params(method, init):
         "variants": {v: sc["variants"][v] for v in sc["lr_sweep"]["variants"]},
         "seed": sc["seeds"][0],
         "eval_every": sc["eval_every"],
+        "checkpoint_log_points": sc["checkpoint_log_points"],
     }
 
 

@@ -273,8 +273,8 @@ def run_cost(rc: Mapping[str, Any]) -> RunCost:
                                                                   enc.n_bn + n_bn_proj),
         params=enc.params + pp, forward_flops=enc.forward_flops + pf,
         mlflow_values=len(rows) * tracked,
-        # history.csv: step..rank (9 columns) and 2d eigenvalues, ~22 characters a value
-        history_bytes=len(rows) * (9 + 2 * d) * 22, d=d, hidden=enc.out_dim)
+        # history.csv: step and the tracked columns (12) and 2d eigenvalues, ~22 characters a value
+        history_bytes=len(rows) * (1 + len(_TRACKED) + 2 * d) * 22, d=d, hidden=enc.out_dim)
 
 
 #: the safety factor of profiles/slurm/profile.yaml over the estimates (runtime and memory), and the
@@ -483,7 +483,7 @@ def count_step_ops(rc: Mapping[str, Any], image_size: int = 32, batch: int = 4) 
     rc = {**rc, "image_size": int(image_size)}
     torch.manual_seed(0)
     model = build_model(rc)
-    method = make_method(model, rc, None)
+    method = make_method(model, rc)
     opt = build_optimizer(model.online_parameters(), rc["optimizer"])
     aug = build_augment(rc, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)

@@ -89,7 +89,7 @@ def test_run_cost_schedules_and_checkpoint_bytes(one_torch_thread):
     # 11 tracked columns (8 + the monitor's rankme, steps_so_far, next_step_t) + the top min(64, d = 512)
     # eigenvalues of C and of cov
     assert c.mlflow_values == c.eval_rows * (11 + 2 * 64)
-    # checkpoint bytes: weights + BN statistics + momentum, within 1% of the real state dicts
+    # checkpoint bytes: weights + BN statistics + momentum, within 2% of the real state dicts
     small = dict(rc, encoder={"arch": "resnet18", "width": 0.25, "small_stem": True}, image_size=16)
     model = build_model(small)
     opt = build_optimizer(model.online_parameters(), rc["optimizer"])

@@ -1,6 +1,6 @@
 """A stepwise monitor for any SSL training loop: dense spectra, steps so far, a forecast of the next step.
 
-``docs/theory.md`` §15. Give it, every few steps, the embeddings of a fixed evaluation batch (two
+``docs/theory.md`` §16. Give it, every few steps, the embeddings of a fixed evaluation batch (two
 augmented views ``z1, z2``, N x d each) or their spectra; it records
 
 - the eigenvalues of the symmetrised cross-correlation C = (z1^T z2 + z2^T z1) / 2N and of the centred
@@ -48,7 +48,7 @@ from sslkit.analysis.spectra import covariance, cross_correlation, eigvals_desc,
 from sslkit.analysis.steps import DEFAULTS as STEP_DEFAULTS
 from sslkit.analysis.steps import detect_steps, estimate_bands
 
-__all__ = ["StepwiseMonitor", "fit_logit_growth", "forecast_crossing", "log_spaced_steps"]
+__all__ = ["StepwiseMonitor", "fit_logit_growth", "forecast_crossing", "forecast_errors", "log_spaced_steps", "replay"]
 
 SPACES = ("C", "cov")
 

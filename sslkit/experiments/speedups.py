@@ -311,7 +311,7 @@ def budget_steps(baseline_histories: Sequence[Any], method: str, ks: Sequence[in
         return {**out, "reason": f"a baseline seed does not reach rank {k} within the cap: the cap"}
     every = max(int(eval_every), 1)
     steps = int(math.ceil(float(margin) * max(firsts) / every)) * every
-    steps = max(min(steps, int(cap)), every)
+    steps = min(max(steps, every), int(cap))
     return {**out, "steps": steps,
             "reason": f"{margin:g} x the slowest baseline seed's step to rank {k} ({max(firsts)}), "
                       f"rounded up to eval_every, at most the cap"}
@@ -385,9 +385,9 @@ def _history_of(r: dict, root):
 
 def _set_probe_step(r: dict, step: int | None, root) -> None:
     """The baseline's probe step, known once the budget is: a kept probe taken at another step is redone."""
-    if r["probe_step"] == step:
-        return
     r["probe_step"] = step
+    # a kept baseline was accepted without its probe (one(): check_probe off): check it now, also when
+    # the step is unchanged (no budget: None), so that a job killed before the probe probes on its rerun
     if r["skipped"] and not r["diverged"]:
         r["skipped"] = _finished(root / r["dir"], r["rc"], step) is not None
 

@@ -31,7 +31,8 @@ Definitions:
   mode (batch statistics; running statistics are restored afterwards). ``eig_C``: eigenvalues of
   the symmetrised cross-correlation C = (z1^T z2 + z2^T z1) / 2N of the raw embeddings (no
   batchnorm, no centring; docs/theory.md §1). ``eig_cov``: eigenvalues of the centred covariance of the 2N
-  embeddings [z1; z2] (N - 1 normalisation). The paper reports C for Barlow Twins, covariance
+  embeddings [z1; z2] (divided by 2N - 1; StepwiseMonitor.update divides by 2N, a factor 1 - 1/2N that
+  moves no step). The paper reports C for Barlow Twins, covariance
   for the others (App. D.4); both are stored for every method. ``rank``: number of eigenvalues of
   that matrix above ``eval.rank_tol`` x the largest. These, ``rankme`` (RankMe of the 2N uncentred
   embeddings), ``steps_so_far`` (steps detected on the history up to this row) and ``next_step_t``
@@ -663,7 +664,7 @@ class RunState:
     logged_through: int = -1            # the last step whose history row the tracker already has
     monitor: Any = None                 # sslkit.analysis.monitor.StepwiseMonitor: rank, steps so far, forecast
     eval_forward_s: float = 0.0         # this session's seconds in the evaluation batch's forward passes ...
-    monitor_s: float = 0.0              # ... and in the monitor's own work on them (spectra, RankMe, detector, forecast)
+    monitor_s: float = 0.0              # ... and in the monitor's own work on them (spectra, detector, forecast)
 
     @property
     def lr(self) -> float:
@@ -924,13 +925,14 @@ def evaluate(state: RunState, plan: RunPlan) -> dict:
     now = time.perf_counter()
     ips = (step - state.row_step) * plan.batch / (now - state.row_time) if step > state.row_step else float("nan")
     snap = _snapshot_buffers(state.model)
+    t_forward = time.perf_counter()
     # float32 throughout, also on a bf16 run: bf16-rounded embeddings would bury the small
     # ("ungrown") eigenvalues under a rounding floor ~1e-5 of the top one
     with torch.no_grad():
         loss_eval, z1, z2 = state.method.loss(ev1, ev2, step, update=False)
     _restore_buffers(state.model, snap)
     t_monitor = time.perf_counter()
-    state.eval_forward_s += t_monitor - now
+    state.eval_forward_s += t_monitor - t_forward
     if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
         raise NonFiniteLossError(
             f"embeddings of the evaluation batch are not finite at step {step} of {plan.name} "

@@ -269,7 +269,8 @@ def fig2cf(histories, spectra=None, *, space="embedding_cov", step_times=None, t
 
 
 def _dip_note(bim) -> str:
-    """' -- dip 0.081, p = 0.005: bimodal' from a ``sslkit.analysis.steps.bimodality`` result ('' without)."""
+    """'\\ndip 0.081, p = 0.005: bimodal' (a second title line) from a ``sslkit.analysis.steps.bimodality``
+    result ('' without)."""
     if not bim or bim.get("dip") is None:
         return ""
     verdict = "bimodal" if bim["bimodal"] else "unimodality not rejected"
@@ -320,8 +321,9 @@ def fig4(spectra, bands=None, *, space=None, times=None, n_times: int = 4, bins:
     axis), one row per method, with the threshold lines of Fig. 3. A bimodal histogram = a band of
     grown and a band of ungrown eigenvalues.
 
-    ``times``: {label: [t...]} or one list for all (nearest checkpoints); default ``n_times``
-    checkpoints spread over the run. Non-positive eigenvalues are left out (their count is shown).
+    ``times``: {label: [t...]} or one list for all (the nearest spectra rows: dense history rows where the
+    run has them, else checkpoints); default ``n_times`` rows spread over the run. Non-positive eigenvalues
+    are left out (their count is shown).
     ``bimodality``: {label: ``sslkit.analysis.steps.bimodality`` result}, printed above each row's first panel.
     """
     labels = list(spectra)

@@ -415,3 +415,25 @@ def test_speedups_rules_tiny_run(repo, tmp_path):
     snakemake("results/speedups/digits/groups/barlow_twins-small.json")  # (asked for: the tables are current)
     again = load_json(tmp_path / "results/speedups/digits/groups/barlow_twins-small.json")
     assert all(r["skipped"] for r in again["runs"]) and again["budget"] == group["budget"]
+
+
+def test_kept_baseline_without_its_probe_is_probed_on_the_rerun(tmp_path):
+    """A speed-up job killed after a baseline finished training but before its probe: on the rerun the
+    baseline is kept (not retrained) but probed, also when no budget is set (probe step None both times)."""
+    from sslkit.experiments.speedups import _set_probe_step
+    from sslkit.io import save_json
+    from sslkit.training.engine import config_hash
+
+    rc = {"method": "barlow_twins", "steps": 10}
+    run = tmp_path / "bt-small-baseline-s0"
+    run.mkdir()
+    save_json(run / "manifest.json", {"config_hash": config_hash(rc), "complete": True})
+    for step in (None, 40):
+        r = {"probe_step": step, "skipped": True, "diverged": False, "dir": run.name, "rc": rc}
+        _set_probe_step(r, step, tmp_path)
+        assert r["skipped"] is False  # no probe.json: probe() will run
+        save_json(run / "probe.json", {"probed_step": step})
+        r = {"probe_step": step, "skipped": True, "diverged": False, "dir": run.name, "rc": rc}
+        _set_probe_step(r, step, tmp_path)
+        assert r["skipped"] is True  # probed at that step: kept as it is
+        (run / "probe.json").unlink()

@@ -85,11 +85,11 @@ class Method:
     spec: MethodSpec
     loss_fn: Callable | None = None
 
-    def __init__(self, model: SSLModel, run_config: dict, embed: Callable | None = None):
+    def __init__(self, model: SSLModel, run_config: dict):
         self.model = model
         self.loss_cfg = {**self.spec.loss_defaults, **run_config["loss"]}
         self.total_steps = int(run_config["steps"])
-        self.embed = embed if embed is not None else model.embed
+        self.embed = model.embed
         self.speedups = validate_speedups(run_config.get("speedups"), run_config["method"])
 
     @classmethod
@@ -118,10 +118,10 @@ class Method:
         pass
 
 
-def make_method(model: SSLModel, run_config: dict, embed: Callable | None = None) -> Method:
-    """The :class:`Method` of ``run_config['method']`` for ``model`` (``embed``: optional compiled embed)."""
+def make_method(model: SSLModel, run_config: dict) -> Method:
+    """The :class:`Method` of ``run_config['method']`` for ``model``."""
     name = run_config["method"]
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)} (a method is a module of "
                          f"sslkit/training/methods/ declared with @register)")
-    return METHODS[name](model, run_config, embed)
+    return METHODS[name](model, run_config)
