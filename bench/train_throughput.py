@@ -62,8 +62,9 @@ def measure(arch: str, size: int, small_stem: bool, batch: int, steps: int, devi
     model = build_model(rc).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    embed = torch.compile(model.embed) if compile_model else None
-    method = make_method(model, rc, embed)
+    method = make_method(model, rc)
+    if compile_model:
+        method.embed = torch.compile(model.embed)
     opt = build_optimizer(model.online_parameters(), rc["optimizer"])
     aug = build_augment(rc, device)
     gen = torch.Generator(device=device).manual_seed(0)

@@ -52,7 +52,7 @@ def test_train_and_eval_step_flops_match_torch(method, arch, stem, one_torch_thr
           "encoder": {"arch": arch, "width": 0.125, "small_stem": stem},
           "method_config": {"projector": {"hidden": hidden, "dim": d, "batchnorm": True, "last_bias": False}}}
     torch.manual_seed(0)
-    m = make_method(build_model(rc), rc, None)
+    m = make_method(build_model(rc), rc)
     x1, x2 = torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size)
     with FlopCounterMode(display=False) as fc:
         loss, _, _ = m.loss(x1, x2, 0)
