@@ -15,7 +15,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cluster`` install SLURM and run ~20 min: only with --run-cluster (.ci/run passes it)."""
+    """Tests marked ``cluster`` install SLURM and run the paper rehearsal through it (over an hour on 2 cores):
+    only with --run-cluster (`make cluster-test`; not part of .ci/run)."""
     if config.getoption("--run-cluster"):
         return
     skip = pytest.mark.skip(reason="SLURM cluster test: run with --run-cluster (make cluster-test)")

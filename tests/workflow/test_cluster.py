@@ -4,8 +4,8 @@ config/paper.yaml + config/rehearsal.yaml through `--profile profiles/slurm` (pl
 profile that fills in the <placeholders> and maps the GPU rules to the node's CPUs). One training job
 is cancelled with `scancel` mid-run; the profile's retries resubmit it and it resumes from its checkpoint.
 
-Marked `cluster`: skipped unless pytest is given --run-cluster (`make cluster-test`, run by .ci/run after
-`make test`). It installs slurm-wlm and munge with apt-get when they are missing (as root). No slurm.conf
+Marked `cluster`: skipped unless pytest is given --run-cluster (`make cluster-test`; opt-in, not part of
+.ci/run: over an hour on 2 cores). It installs slurm-wlm and munge with apt-get when they are missing (as root). No slurm.conf
 is ever written to /etc/slurm: the generated one reaches only this test's processes through SLURM_CONF.
 (With a slurm.conf naming a controller that does not answer, every SLURM client call waits ~9 s, and
 the SLURM executor plugin runs `scontrol show config` whenever Snakemake starts, so every later
@@ -254,6 +254,10 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
         "default-resources": fit(shipped["default-resources"]),
         "set-resources": {rule: fit(res) for rule, res in shipped["set-resources"].items()},
         "set-threads": {rule: min(int(n), node["cpus"]) for rule, n in shipped["set-threads"].items()},
+        # a group job (the small_jobs figures and tables) asks for the sum of its parallel members'
+        # resources (12 CPUs for six jobs), more than this node has: it would pend forever
+        # (PartitionConfig). With the node's size as resource limits Snakemake stacks the members in series.
+        "resources": [f"cpus_per_task={node['cpus']}", f"mem_mb={node['mem_mb']}"],
         "slurm-no-account": True,
         "slurm-status-command": "squeue",
         "slurm-init-seconds-before-status-checks": 5,
