@@ -68,7 +68,8 @@ def test_loss_matches_numpy_infonce_on_sliced_representation():
 def test_gradient_reaches_only_the_first_d0_coordinates():
     torch.manual_seed(2)
     model = build_model(run_config(d0=3))
-    method = make_method(model, run_config(d0=3), embed=model.projector)  # the "views" are h itself
+    method = make_method(model, run_config(d0=3))
+    method.embed = model.projector  # the "views" are h itself
     h1 = torch.randn(9, 32, requires_grad=True)
     h2 = torch.randn(9, 32, requires_grad=True)
     loss, _, _ = method.loss(h1, h2, 0)
