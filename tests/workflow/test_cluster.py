@@ -251,14 +251,19 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
             out[k] = v
         return out
 
+    # the small jobs (figures, tables, steps: threads 1) take one CPU each, so two run side by side
+    default = {**fit(shipped["default-resources"]), "cpus_per_task": 1}
     return {
-        "default-resources": fit(shipped["default-resources"]),
+        "default-resources": default,
         "set-resources": {rule: fit(res) for rule, res in shipped["set-resources"].items()},
         "set-threads": {rule: min(int(n), node["cpus"]) for rule, n in shipped["set-threads"].items()},
-        # a group job (the small_jobs figures and tables) asks for the sum of its parallel members'
-        # resources (12 CPUs for six jobs), more than this node has: it would pend forever
-        # (PartitionConfig). With the node's size as resource limits Snakemake stacks the members in series.
+        # A group job (the small_jobs figures and tables) asks for the sum of its parallel members'
+        # resources (12 CPUs for six jobs), more than this node has: it pended forever (PartitionConfig).
+        # With the node's size as resource limits Snakemake stacks the members in series; with `cores` at
+        # the node's CPUs the group's inner Snakemake starts no more job steps (srun) than its allocation
+        # holds (with the shipped 256, srun refused: "More processors requested than permitted").
         "resources": [f"cpus_per_task={node['cpus']}", f"mem_mb={node['mem_mb']}"],
+        "cores": node["cpus"],
         "slurm-no-account": True,
         "slurm-status-command": "squeue",
         "slurm-init-seconds-before-status-checks": 5,
