@@ -84,6 +84,18 @@ def _stop(proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
         proc.wait(timeout=10)
 
 
+def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the process group led by ``proc`` (its PID), SIGKILL the group after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 def _wait(predicate, timeout: float, what: str, procs=(), interval: float = 0.5):
     deadline = time.time() + timeout
     while True:
@@ -218,13 +230,7 @@ def mlflow_server(tmp_path_factory):
         yield url
     finally:
         # the server's workers run in its process group: SIGTERM the group led by its PID
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        _stop_group(proc, 30)
 
 
 def overlay_profile(shipped: dict, node: dict) -> dict:
@@ -351,13 +357,7 @@ def test_paper_rehearsal_through_slurm(slurm_cluster, mlflow_server, cifar10_dir
     finally:
         # an interrupted run: Snakemake cancels its SLURM jobs on SIGTERM; it must be gone before the
         # fixtures stop the daemons (it would poll a dead controller): SIGKILL its group after 2 min
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        _stop_group(proc, 120)
     wall = time.time() - t0
     log_text = out.read_text()
     assert rc == 0, log_text[-8000:]
