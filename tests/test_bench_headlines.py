@@ -39,3 +39,33 @@ def test_linear_sim_prints_truncated_beside_full_and_ends_with_its_headline(tmp_
     side = next(x for x in lines if x.startswith("truncated vs full"))
     dtau = float(re.search(r"max \|step time difference\| = (\S+)", side).group(1))
     assert 0 <= dtau <= 1e-9
+
+
+def test_run_overhead_sums_benchmarks_against_the_logs_last_session(tmp_path):
+    """Two jobs: a resumed training job (two sessions in its log, the benchmark of the last) and a figure job."""
+    (tmp_path / "benchmarks/train/d").mkdir(parents=True)
+    (tmp_path / "benchmarks/fig1").mkdir(parents=True)
+    (tmp_path / "logs/train/d").mkdir(parents=True)
+    (tmp_path / "logs/fig1").mkdir(parents=True)
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (tmp_path / "benchmarks/train/d/bt-small.tsv").write_text(head + "50.5\t0:00:50\t1\t1\t1\t1\t0\t0\t90\t45\n")
+    (tmp_path / "benchmarks/fig1/fig1.tsv").write_text(head + "6.0\t0:00:06\t1\t1\t1\t1\t0\t0\t90\t5\n")
+    (tmp_path / "logs/train/d/bt-small.log").write_text(
+        "2026-01-01 10:00:00,000 INFO sslkit.rule.train: rule train wildcards={}\n"
+        "2026-01-01 10:00:09,000 INFO sslkit.rule.train: rule train done in 900.0 s\n"
+        "2026-01-01 11:00:00,000 INFO sslkit.rule.train: rule train wildcards={}\n"
+        "2026-01-01 11:00:02,500 INFO sslkit.tracking: MLflow run abc (x) in experiment 'e' at sqlite:///m.db\n"
+        "2026-01-01 11:00:44,000 INFO sslkit.rule.train: rule train done in 44.0 s\n")
+    (tmp_path / "logs/fig1/fig1.log").write_text(
+        "2026-01-01 11:01:00,000 INFO sslkit.rule.fig1: rule fig1\n"
+        "2026-01-01 11:01:03,000 INFO sslkit.rule.fig1: rule fig1 done in 3.0 s\n")
+    lines = run_bench("bench/run_overhead.py", "--root", str(tmp_path), "--json", str(tmp_path / "o.json"))
+    assert HEADLINE.match(lines[-1]), lines[-1]
+    import json
+
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert out["jobs"] == 2 and out["left_out"] == []
+    assert out["job_seconds"] == 56.5
+    assert abs(out["outside_s"] - ((50.5 - 44.0) + (6.0 - 3.0))) < 1e-9
+    assert abs(out["mlflow_setup_s"] - 2.5) < 1e-9
+    assert lines[-1].startswith(f"run_overhead: {100 * 9.5 / 56.5:.1f} (")
