@@ -240,8 +240,11 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
     earlier profile by the later one's, so the three resource keys are rewritten in full; every other
     setting (executor, retries, latency-wait, rerun-incomplete, ...) is the shipped profile's."""
     cap_mem = node["mem_mb"] // 2  # two jobs side by side
+    # half the node's CPUs per job, so that two jobs run side by side (the rehearsal's training, analysis and
+    # probe jobs run one thread each); the eNTK comparisons, the longest jobs, take the whole node
+    half = max(1, node["cpus"] // 2)
 
-    def fit(res: dict) -> dict:
+    def fit(res: dict, cpus: int = half) -> dict:
         out = {}
         for k, v in res.items():
             if k in ("gpu", "gpu_model", "slurm_account"):
@@ -253,7 +256,7 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
             if k == "mem_mb":
                 v = min(int(v), cap_mem)
             if k == "cpus_per_task":
-                v = min(int(v), node["cpus"])
+                v = min(int(v), cpus)
             out[k] = v
         return out
 
@@ -261,8 +264,10 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
     default = {**fit(shipped["default-resources"]), "cpus_per_task": 1}
     return {
         "default-resources": default,
-        "set-resources": {rule: fit(res) for rule, res in shipped["set-resources"].items()},
-        "set-threads": {rule: min(int(n), node["cpus"]) for rule, n in shipped["set-threads"].items()},
+        "set-resources": {rule: fit(res, node["cpus"] if rule == "ntk_alignment" else half)
+                          for rule, res in shipped["set-resources"].items()},
+        "set-threads": {rule: min(int(n), node["cpus"] if rule == "ntk_alignment" else half)
+                        for rule, n in shipped["set-threads"].items()},
         # A group job (the small_jobs figures and tables) asks for the sum of its parallel members'
         # resources (12 CPUs for six jobs), more than this node has: it pended forever (PartitionConfig).
         # With the node's size as resource limits Snakemake stacks the members in series; with `cores` at
@@ -284,8 +289,10 @@ def test_overlay_profile_only_maps_the_site_specific_values():
     assert "<" in json.dumps(shipped)  # the placeholders users fill in are still in the shipped file
     assert "<" not in json.dumps(overlay) and "gpu" not in json.dumps(overlay["set-resources"]).replace("cpus_per", "")
     assert overlay["set-resources"].keys() == shipped["set-resources"].keys()
-    assert overlay["set-resources"]["train"] == {"slurm_partition": PARTITION, "cpus_per_task": 2, "mem_mb": 10000,
+    assert overlay["set-resources"]["train"] == {"slurm_partition": PARTITION, "cpus_per_task": 1, "mem_mb": 10000,
                                                  "runtime": shipped["set-resources"]["train"]["runtime"]}
+    assert overlay["set-resources"]["ntk_alignment"]["cpus_per_task"] == 2
+    assert overlay["set-threads"]["train"] == 1 and overlay["set-threads"]["ntk_alignment"] == 2
     assert not {"executor", "retries", "latency-wait", "rerun-incomplete"} & overlay.keys()
 
 
