@@ -1,6 +1,7 @@
 """bench/ scripts end with their headline ``<name>: <value> (<unit or ratio>)``: those with a cheap mode are run."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -61,8 +62,6 @@ def test_run_overhead_sums_benchmarks_against_the_logs_last_session(tmp_path):
         "2026-01-01 11:01:03,000 INFO sslkit.rule.fig1: rule fig1 done in 3.0 s\n")
     lines = run_bench("bench/run_overhead.py", "--root", str(tmp_path), "--json", str(tmp_path / "o.json"))
     assert HEADLINE.match(lines[-1]), lines[-1]
-    import json
-
     out = json.loads((tmp_path / "o.json").read_text())
     assert out["jobs"] == 2 and out["left_out"] == []
     assert out["job_seconds"] == 56.5
