@@ -324,6 +324,8 @@ class Tracker:
             # without the sqlite lock (a server) two jobs may create it at once: keep the oldest
             found = self._search(key)
             if found and found[0].info.run_id != run.info.run_id:
+                # ended first: a deleted run left RUNNING would look live to anything reading the store
+                self.client.set_terminated(run.info.run_id, status="KILLED")
                 self.client.delete_run(run.info.run_id)
                 return found[0].info.run_id
             return run.info.run_id

@@ -130,3 +130,33 @@ def test_job_runs_nest_under_the_invocation_run_and_attach_shares_it(tmp_path, m
     run = client.get_run(job.run_id)
     assert run.data.tags["mlflow.parentRunId"] == figs[0] and run.data.params["n"] == "1"
     assert run.data.tags["param_changed.n"] == "1 -> 2"
+
+
+def test_invocation_run_created_twice_keeps_the_oldest_and_ends_the_copy(tmp_path, monkeypatch):
+    """Through a server two jobs can both find no invocation run and both create one: the later copy is
+    ended (KILLED) and deleted, and both jobs use the oldest."""
+    monkeypatch.setenv("SSLKIT_INVOCATION", "inv-race")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    kw = {"uri": uri, "artifact_root": str(tmp_path / "a")}
+    first = Tracker("fig1", {"rule": "fig1"}, kind="attach", **kw).start()
+    second = Tracker("fig3", {"rule": "fig3"}, kind="attach", **kw)
+    real_search = second._search
+    calls = []
+
+    def search_missing_the_first_time(key):     # the other job's run is not yet visible at the first look
+        calls.append(key)
+        return [] if len(calls) == 1 else real_search(key)
+
+    monkeypatch.setattr(second, "_search", search_missing_the_first_time)
+    second.start()
+    assert second.run_id == first.run_id and len(calls) == 2
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("stepwise-ssl")
+    deleted = client.search_runs([exp.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert len(deleted) == 1 and deleted[0].info.run_id != first.run_id
+    assert deleted[0].info.status == "KILLED" and deleted[0].data.tags["sslkit.kind"] == "invocation"
+    active = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in active] == [first.run_id]
