@@ -242,10 +242,13 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
     setting (executor, retries, latency-wait, rerun-incomplete, ...) is the shipped profile's."""
     cap_mem = node["mem_mb"] // 2  # two jobs side by side
     # half the node's CPUs per job, so that two jobs run side by side (the rehearsal's training, analysis and
-    # probe jobs run one thread each); the eNTK comparisons, the longest jobs, take the whole node
+    # probe jobs run one thread each); the eNTK comparisons, the longest jobs, take the whole node (CPUs and
+    # memory: their row panels hold ~12 GB). The shipped `jobs: 50` stays: every ready job waits in SLURM's
+    # queue, which starts the next as soon as one ends (with `jobs: 4` a freed slot waited for Snakemake's
+    # next status check, up to minutes apart once no job had ended for a while).
     half = max(1, node["cpus"] // 2)
 
-    def fit(res: dict, cpus: int = half) -> dict:
+    def fit(res: dict, cpus: int = half, mem_mb: int = cap_mem) -> dict:
         out = {}
         for k, v in res.items():
             if k in ("gpu", "gpu_model", "slurm_account"):
@@ -255,7 +258,7 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
             if k == "slurm_partition":
                 v = PARTITION
             if k == "mem_mb":
-                v = min(int(v), cap_mem)
+                v = min(int(v), mem_mb)
             if k == "cpus_per_task":
                 v = min(int(v), cpus)
             out[k] = v
@@ -265,7 +268,7 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
     default = {**fit(shipped["default-resources"]), "cpus_per_task": 1}
     return {
         "default-resources": default,
-        "set-resources": {rule: fit(res, node["cpus"] if rule == "ntk_alignment" else half)
+        "set-resources": {rule: fit(res, node["cpus"], node["mem_mb"]) if rule == "ntk_alignment" else fit(res)
                           for rule, res in shipped["set-resources"].items()},
         "set-threads": {rule: min(int(n), node["cpus"] if rule == "ntk_alignment" else half)
                         for rule, n in shipped["set-threads"].items()},
@@ -280,7 +283,6 @@ def overlay_profile(shipped: dict, node: dict) -> dict:
         "slurm-status-command": "squeue",
         "slurm-init-seconds-before-status-checks": 5,
         "slurm-keep-successful-logs": True,
-        "jobs": 4,
     }
 
 
@@ -293,8 +295,9 @@ def test_overlay_profile_only_maps_the_site_specific_values():
     assert overlay["set-resources"]["train"] == {"slurm_partition": PARTITION, "cpus_per_task": 1, "mem_mb": 10000,
                                                  "runtime": shipped["set-resources"]["train"]["runtime"]}
     assert overlay["set-resources"]["ntk_alignment"]["cpus_per_task"] == 2
+    assert overlay["set-resources"]["ntk_alignment"]["mem_mb"] == 16000
     assert overlay["set-threads"]["train"] == 1 and overlay["set-threads"]["ntk_alignment"] == 2
-    assert not {"executor", "retries", "latency-wait", "rerun-incomplete"} & overlay.keys()
+    assert not {"executor", "retries", "latency-wait", "rerun-incomplete", "jobs"} & overlay.keys()
 
 
 def _submissions(log_text: str) -> list[tuple[str, str, str]]:
