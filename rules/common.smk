@@ -168,6 +168,7 @@ def ntk_params():
     keys = (
         "chunk_size",
         "memory_budget_mb",
+        "jacobian",
         "batch_size",
         "random_trials",
         "seed",

@@ -58,7 +58,7 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
                                         device=str(device), batch_size=int(s["batch_size"]),
                                         random_trials=int(s["random_trials"]), seed=int(s["seed"]),
-                                        on_progress=on_ntk_progress)
+                                        on_progress=on_ntk_progress, jacobian=s["jacobian"])
     progress.advance()
     stats = summary["ntk"]
     # context for the d/2n baseline: the embeddings are computed from h penultimate features
@@ -75,7 +75,7 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
                              f"initial eNTK; retrain the run or set ntk.initial_ntk: false")
         model0, _ = load_checkpoint(run_dir / ck0["path"], map_location=device)
         K0 = empirical_ntk(model0.to(device), points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
-                           device=str(device), on_progress=None).K
+                           device=str(device), on_progress=None, jacobian=s["jacobian"]).K
         summary.update(initial_ntk_alignment(K0, arrays["P_exp"]))
         del model0, K0
     progress.advance()

@@ -158,13 +158,14 @@ def theory_alignment(K: np.ndarray, f_exp: np.ndarray, d: int | None = None, *, 
 def network_alignment(model, points, *, chunk_size: int = 32, row_chunk_size: int | None = None,
                       device: str = "cpu", batch_size: int = 256, random_trials: int = 1000,
                       seed: int = 0, on_progress: Callable[[int, int], None] | None = None,
-                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                      jacobian: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``theory_alignment`` of a torch module on the 2n points ``[X; X']`` (``stacked_points``).
 
     Computes f_exp (``network_embeddings``) and the eNTK (``sslkit.theory.ntk.empirical_ntk`` with the given
     chunk plan, e.g. from ``sslkit.theory.ntk.plan_chunks``). The scalars gain ``ntk`` (the engine's
     stats: ``time_s``, ``peak_bytes``, ``n_params``, chunk sizes, device) and ``embedding_time_s``.
-    ``on_progress(done, total)``: per-point Jacobian passes of the eNTK (see ``empirical_ntk``).
+    ``on_progress(done, total)``: per-point Jacobian passes of the eNTK, ``jacobian``: how they are
+    computed (both as in ``empirical_ntk``).
     """
     import time
 
@@ -178,7 +179,7 @@ def network_alignment(model, points, *, chunk_size: int = 32, row_chunk_size: in
     f_exp = network_embeddings(model, pts, batch_size=batch_size, device=device)
     t_emb = time.perf_counter() - t0
     res = empirical_ntk(model, pts, chunk_size=chunk_size, row_chunk_size=row_chunk_size, device=device,
-                        on_progress=on_progress)
+                        on_progress=on_progress, jacobian=jacobian)
     arrays, scalars = theory_alignment(res.K, f_exp, random_trials=random_trials, seed=seed)
     scalars["embedding_time_s"] = t_emb
     scalars["ntk"] = dict(res.stats)

@@ -449,12 +449,34 @@ def _mirror_upper(K: torch.Tensor) -> None:
         K[i1:, i0:i1] = K[i0:i1, i1:].T
 
 
+# jacobian="auto": per-point autograd on a CPU from this many forward FLOPs per point. Measured on the
+# 2-core development CPU, s per point: ResNet-50 at 96 px (2 threads) loop 0.15-0.17 against vmap(jacrev)
+# 0.38 at chunk 8 and 0.49 at chunk 4 (its per-sample conv weight gradients); bench/ntk.py's SmallResNet
+# (~0.1 GFLOP, 1 thread) loop 11.4 ms = vmap at chunk 64 (11.5 ms), 3x faster than vmap at chunk 16; the
+# digits ResNet (~0.3 MFLOP) is per-op overhead, which only vmap's batching amortises (0.4-1.5 ms).
+LOOP_MIN_FLOPS = 2e7
+JACOBIAN_MODES = ("auto", "vmap", "loop")
+
+
+def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device, jacobian: str = "auto") -> str:
+    """``vmap`` or ``loop`` for ``empirical_ntk(jacobian=...)``: ``auto`` picks the loop on a CPU when one
+    point's forward pass takes at least ``LOOP_MIN_FLOPS`` (counted by ``pass_flops``), vmap otherwise
+    (on a GPU vmap's batched kernels are what keeps the device busy)."""
+    if jacobian not in JACOBIAN_MODES:
+        raise ValueError(f"jacobian must be one of {', '.join(JACOBIAN_MODES)}, got {jacobian!r}")
+    if jacobian != "auto":
+        return jacobian
+    if torch.device(device).type != "cpu":
+        return "vmap"
+    return "loop" if pass_flops(model, example)[0] >= LOOP_MIN_FLOPS else "vmap"
+
+
 class _Engine:
     """Jacobians of parameter groups (``vmap(jacrev)`` in chunks, written into J_g) and their contraction."""
 
-    def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict):
+    def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict, jacobian: str = "vmap"):
         self.model, self.device, self.dtype, self.out_fn = model, device, dtype, out_fn
-        self.chunk_size, self.timing = chunk_size, timing
+        self.chunk_size, self.timing, self.jacobian = chunk_size, timing, jacobian
         self.params, self.frozen, self.buffers = _state(model, device, dtype)
         self.n_params = sum(v.numel() for v in self.params.values())
         self._sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -484,15 +506,33 @@ class _Engine:
             o += pg[k].numel()
         timing = self.timing
 
+        def by_vmap(xc: torch.Tensor, rows: torch.Tensor) -> None:
+            with torch.no_grad():
+                Jc = per_sample(pg, xc)
+            for k, a, b in offsets:
+                rows[:, a:b] = Jc[k].reshape(len(xc), -1)
+
+        leaves = {k: v.detach().requires_grad_(True) for k, v in pg.items()}
+        wrt = [leaves[k] for k in names]
+
+        def by_loop(xc: torch.Tensor, rows: torch.Tensor) -> None:
+            # one forward + backward of batch 1 per point: g's gradient, as jacrev(g) of each point
+            with torch.enable_grad():
+                for i in range(len(xc)):
+                    y = self.forward((leaves, rest, frozen, buffers), xc[i:i + 1]).reshape(-1).mean()
+                    for (_, a, b), gk in zip(offsets, torch.autograd.grad(y, wrt, allow_unused=True)):
+                        if gk is None:      # a parameter the output does not depend on
+                            rows[i, a:b] = 0
+                        else:
+                            rows[i, a:b] = gk.reshape(-1)
+
+        compute = by_loop if self.jacobian == "loop" else by_vmap
+
         def fill(xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             for s in _chunks(len(xs), self.chunk_size):
                 self._sync()
                 t0 = time.perf_counter()
-                with torch.no_grad():
-                    Jc = per_sample(pg, xs[s])
-                for k, a, b in offsets:
-                    out[s, a:b] = Jc[k].reshape(s.stop - s.start, -1)
-                del Jc
+                compute(xs[s], out[s])
                 self._sync()
                 timing["jac"] += time.perf_counter() - t0
                 timing["jac_chunks"] += 1
@@ -559,7 +599,8 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
                   dtype: torch.dtype = torch.float32,
                   output_fn: Callable[[object], torch.Tensor] | None = None,
                   measure_memory: bool = True,
-                  on_progress: Callable[[int, int], None] | None = None) -> NTKResult:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  jacobian: str = "auto") -> NTKResult:
     """Scalarised eNTK K(x_a, x_b) = d <grad g(x_a), grad g(x_b)>, g = mean of the d outputs.
 
     Args:
@@ -581,6 +622,10 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         measure_memory: record ``stats['peak_bytes']`` (see ``PeakMemory``).
         on_progress: called as ``on_progress(done, total)`` after every Jacobian chunk, with the
             per-point Jacobian passes done so far and the plan's total (for progress lines).
+        jacobian: how a chunk's per-point Jacobians are computed: ``vmap`` (``vmap(jacrev)`` of the
+            chunk), ``loop`` (one forward + backward of batch 1 per point, plain autograd) or ``auto``
+            (``jacobian_mode``: loop on a CPU for networks of >= ``LOOP_MIN_FLOPS`` forward FLOPs per
+            point, else vmap). Both give the same kernel up to float32 rounding.
 
     Returns:
         ``NTKResult`` with ``K`` (float64, N x N, symmetric; or N x N2) and ``stats``.
@@ -604,6 +649,7 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
                          f"{tuple(xb.shape[1:])}")
     out_fn = output_fn or (lambda o: o)
     t_start = time.perf_counter()
+    jacobian = jacobian_mode(model, xa[:1], device, jacobian)
     N, N2 = len(xa), None if xb is None else len(xb)
     act = activation_bytes_per_sample(model, xa)
     if plan is None and memory_budget_bytes is not None:
@@ -618,7 +664,7 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
     timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0],
               "on_progress": on_progress, "total_samples": plan.jacobian_passes}
     with _eval_mode(model):
-        eng = _Engine(model, device, dtype, out_fn, plan.chunk_size, timing)
+        eng = _Engine(model, device, dtype, out_fn, plan.chunk_size, timing, jacobian)
         eng.set_d(xa[:1])
         peak = PeakMemory(device) if measure_memory else contextlib.nullcontext()
         with peak:
@@ -657,6 +703,7 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         "peak_bytes": getattr(peak, "peak_bytes", None),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
+        "jacobian": jacobian,
     }
     if not np.all(np.isfinite(K)):
         raise FloatingPointError("the eNTK has non-finite entries (check the model's outputs)")

@@ -244,3 +244,65 @@ def test_progress_callback_counts_every_jacobian_pass(cnn_and_data, chunk, rows)
     assert done == sorted(done) and len(set(done)) == len(done)
     assert {c[1] for c in calls} == {res.stats["jacobian_samples"]}
     assert done[-1] == res.stats["jacobian_samples"] >= len(x)
+
+
+@pytest.mark.parametrize("chunk,rows", [(1, 1), (2, 5), (3, 100)])
+def test_loop_jacobians_match_brute_force(cnn_and_data, chunk, rows):
+    """jacobian='loop' (one batch-1 autograd backward per point) gives the brute-force kernel, in row
+    panels, parameter groups and cross kernels alike, and leaves the module as it was."""
+    model, x, K_ref = cnn_and_data
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    res = ntk.empirical_ntk(model, x, chunk_size=chunk, row_chunk_size=rows, jacobian="loop")
+    assert res.stats["jacobian"] == "loop"
+    assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    assert np.array_equal(res.K, res.K.T)
+    assert res.stats["jacobian_samples"] == ntk._panel_samples(7, rows, chunk)
+    cross = ntk.empirical_ntk(model, x[:3], x[3:], chunk_size=chunk, row_chunk_size=rows, jacobian="loop")
+    assert np.abs(cross.K - K_ref[:3, 3:]).max() <= 1e-5 * np.abs(K_ref).max()
+    names = [k for k, _ in model.named_parameters()]
+    groups = [tuple(names[:3]), tuple(names[3:])]
+    sizes = [sum(dict(model.named_parameters())[k].numel() for k in g) for g in groups]
+    plan = ntk.NTKPlan(groups=groups, group_sizes=sizes, row_panels=[rows, chunk + 1], chunk_size=chunk,
+                       estimated_peak_bytes=0, jacobian_passes=0)
+    grouped = ntk.empirical_ntk(model, x, plan=plan, jacobian="loop")
+    assert np.abs(grouped.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())
+
+
+def test_loop_handles_a_parameter_the_output_ignores(cnn_and_data):
+    """A trainable parameter outside the output's graph has a zero Jacobian (as under vmap)."""
+    model, x, K_ref = cnn_and_data
+
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+            self.unused = nn.Linear(2, 2)
+
+        def forward(self, z):
+            return self.net(z)
+
+    wrapped = WithUnused()
+    loop = ntk.empirical_ntk(wrapped, x, chunk_size=3, jacobian="loop").K
+    vm = ntk.empirical_ntk(wrapped, x, chunk_size=3, jacobian="vmap").K
+    assert np.abs(loop - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+    assert np.abs(vm - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+
+
+def test_jacobian_mode_auto_follows_the_forward_flops():
+    small = small_cnn()
+    x_small = torch.randn(1, 3, 6, 6)
+    assert ntk.pass_flops(small, x_small)[0] < ntk.LOOP_MIN_FLOPS
+    assert ntk.jacobian_mode(small, x_small, torch.device("cpu")) == "vmap"
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(64, 2))
+    x_big = torch.randn(1, 3, 64, 64)
+    assert ntk.pass_flops(big, x_big)[0] >= ntk.LOOP_MIN_FLOPS
+    assert ntk.jacobian_mode(big, x_big, torch.device("cpu")) == "loop"
+    assert ntk.jacobian_mode(big, x_big, torch.device("cuda")) == "vmap"     # decided without a GPU
+    assert ntk.jacobian_mode(big, x_big, torch.device("cpu"), "vmap") == "vmap"
+    assert ntk.empirical_ntk(big, torch.randn(3, 3, 64, 64), chunk_size=2).stats["jacobian"] == "loop"
+    with pytest.raises(ValueError, match="jacobian must be one of"):
+        ntk.empirical_ntk(small, x_small, jacobian="columns")
