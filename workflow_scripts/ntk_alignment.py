@@ -17,7 +17,7 @@ from sslkit.theory.alignment import (
     network_embeddings,
     stacked_points,
 )
-from sslkit.theory.ntk import plan_chunks
+from sslkit.theory.ntk import jacobian_mode, plan_chunks
 from sslkit.training.engine import load_checkpoint, select_device
 
 manifest = load_json(snakemake.input.run)
@@ -53,12 +53,13 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
 
     budget = int(s["memory_budget_mb"]) * 2**20
     example = torch.as_tensor(points[:1], dtype=torch.float32, device=device)
-    chunk, rows = plan_chunks(model, example, budget, int(s["chunk_size"]))
+    jacobian = jacobian_mode(model, example, device, s["jacobian"])
+    chunk, rows = plan_chunks(model, example, budget, int(s["chunk_size"]), jacobian=jacobian)
     rows = min(rows, len(points))
     arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
                                         device=str(device), batch_size=int(s["batch_size"]),
                                         random_trials=int(s["random_trials"]), seed=int(s["seed"]),
-                                        on_progress=on_ntk_progress, jacobian=s["jacobian"])
+                                        on_progress=on_ntk_progress, jacobian=jacobian)
     progress.advance()
     stats = summary["ntk"]
     # context for the d/2n baseline: the embeddings are computed from h penultimate features
@@ -75,7 +76,7 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
                              f"initial eNTK; retrain the run or set ntk.initial_ntk: false")
         model0, _ = load_checkpoint(run_dir / ck0["path"], map_location=device)
         K0 = empirical_ntk(model0.to(device), points, chunk_size=chunk, row_chunk_size=max(rows, chunk),
-                           device=str(device), on_progress=None, jacobian=s["jacobian"]).K
+                           device=str(device), on_progress=None, jacobian=jacobian).K
         summary.update(initial_ntk_alignment(K0, arrays["P_exp"]))
         del model0, K0
     progress.advance()

@@ -231,15 +231,22 @@ def estimate_peak_bytes(n_params: int, act_bytes: int, chunk_size: int, row_chun
 
 
 def plan_chunks(model: nn.Module, example: torch.Tensor, budget_bytes: int, chunk_size: int | None = 32,
-                act_factor: float = 4.0) -> tuple[int, int]:
+                act_factor: float = 4.0, jacobian: str = "vmap") -> tuple[int, int]:
     """``(chunk_size, row_chunk_size)`` whose ``estimate_peak_bytes`` fits in ``budget_bytes``.
 
     With ``chunk_size`` given (the vmap batch; 16-64 keeps the kernels efficient) the rest of the
     budget goes to the row panel, which minimises recomputation; it is lowered if even two chunks
     do not fit. ``chunk_size=None`` gives the symmetric plan (row panel = chunk).
+    ``jacobian="loop"`` (``empirical_ntk``'s per-point Jacobians) needs no vmap temporaries: a column
+    point costs its Jacobian row only and the activations are those of one point, so the same budget
+    holds a larger panel (the column chunk then only sets how often the panel is swept in the contraction).
     """
     P = n_parameters(model)
     act = activation_bytes_per_sample(model, example)
+    if jacobian == "loop":
+        c = max(min(int(chunk_size or 1), int((budget_bytes - act_factor * act) // (2 * P * 4))), 1)
+        rows = int((budget_bytes - c * P * 4 - act_factor * act) // (P * 4))
+        return c, max(rows, c)
     per_col = 2 * P * 4 + act_factor * act  # one more point in the column chunk
     if chunk_size is None:
         c = max(int(budget_bytes // (per_col + P * 4)), 1)

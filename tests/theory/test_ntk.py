@@ -130,6 +130,10 @@ def test_memory_stats_and_budget(cnn_and_data):
     act = ntk.activation_bytes_per_sample(model, x)
     assert c == 4 and rows > 4
     assert ntk.estimate_peak_bytes(P, act, c, rows) <= budget < ntk.estimate_peak_bytes(P, act, c, rows + 1)
+    # per-point Jacobians: no vmap temporaries, one point's activations: the panel takes the rest
+    cl, rows_l = ntk.plan_chunks(model, x, budget, chunk_size=4, jacobian="loop")
+    assert cl == 4 and rows_l > rows
+    assert (rows_l + cl) * P * 4 + 4 * act <= budget < (rows_l + 1 + cl) * P * 4 + 4 * act
     with pytest.raises(ValueError, match="row_chunk_size"):
         ntk.empirical_ntk(model, x, chunk_size=4, row_chunk_size=2)
 
