@@ -18,6 +18,7 @@ test: $(STAMP)
 
 # The paper configuration (config/paper.yaml + config/rehearsal.yaml) through a real single-node SLURM
 # cluster and MLflow server (tests/workflow/test_cluster.py; installs slurm-wlm and munge when missing).
+# .ci/run runs it as its own step after `make test`.
 cluster-test: $(STAMP)
 	$(BIN)/python -m pytest tests/workflow/test_cluster.py --run-cluster -v -s
 

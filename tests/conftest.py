@@ -15,8 +15,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cluster`` install SLURM and run the paper rehearsal through it (over an hour on 2 cores):
-    only with --run-cluster (`make cluster-test`; not part of .ci/run)."""
+    """Tests marked ``cluster`` install SLURM and run the paper rehearsal through it (~25 min on 2 cores):
+    only with --run-cluster (`make cluster-test`, which .ci/run runs as its own step after `make test`)."""
     if config.getoption("--run-cluster"):
         return
     skip = pytest.mark.skip(reason="SLURM cluster test: run with --run-cluster (make cluster-test)")

@@ -317,25 +317,27 @@ def _panel_samples(n: int, rows: int, chunk: int, symmetric: bool = True, n2: in
 
 
 def estimate_plan_bytes(group_sizes, row_panels, chunk_size: int, act_bytes: int, n_points: int,
-                        n_points2: int | None = None, act_factor: float = 4.0) -> int:
+                        n_points2: int | None = None, act_factor: float = 4.0, jacobian: str = "vmap") -> int:
     """Peak memory model of a plan (float32 Jacobians, float64 K), the largest over its groups:
 
     K (N x N2 float64) + the contraction temporaries + the group's row panel (R x P_g x 4) + one
     chunk's Jacobian twice (2 c P_g 4: the result and vmap's per-sample weight-gradient temporaries)
-    + ``act_factor`` x the chunk's forward activations.
+    + ``act_factor`` x the chunk's forward activations. ``jacobian="loop"`` (per-point backward passes):
+    the chunk's Jacobian once and the activations of one point.
     """
     n2 = n_points if n_points2 is None else n_points2
     base = n_points * n2 * 8 + contraction_temp_bytes(n2)
     c = min(int(chunk_size), max(n_points, n2))
+    copies, act_points = (1, 1) if jacobian == "loop" else (2, c)
     worst = 0
     for pg, r in zip(group_sizes, row_panels, strict=True):
-        worst = max(worst, min(r, n_points) * pg * 4 + 2 * c * pg * 4)
-    return int(base + worst + act_factor * c * act_bytes)
+        worst = max(worst, min(r, n_points) * pg * 4 + copies * c * pg * 4)
+    return int(base + worst + act_factor * act_points * act_bytes)
 
 
 def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_points: int,
              n_points2: int | None = None, *, max_chunk: int = 512, min_chunk: int = 8,
-             act_factor: float = 4.0) -> NTKPlan:
+             act_factor: float = 4.0, jacobian: str = "vmap") -> NTKPlan:
     """Cheapest plan whose ``estimate_plan_bytes`` fits in ``budget_bytes``.
 
     Candidates: (1) one group, the whole N x P Jacobian held (every Jacobian row computed once, one
@@ -346,6 +348,8 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
     counted as a full forward + backward (an upper bound for a group's pass) and 64 / chunk the
     per-call overhead of ``vmap`` (measured: ~4x per point at chunk 32 vs 512 on the digits ResNet).
     Within a candidate the chunk is the largest power of two <= ``max_chunk`` that fits.
+    ``jacobian="loop"``: the memory of per-point Jacobians (``estimate_plan_bytes``); the chunk term of
+    the cost then stands for the contraction's sweeps over a row panel (one per column chunk).
     """
     named = [(k, v.numel()) for k, v in model.named_parameters() if v.requires_grad]
     if not named:
@@ -358,8 +362,8 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
     chunks = [c for c in (2 ** k for k in range(20)) if min_chunk <= c <= max_chunk]
     chunks = sorted({min(c, n_all) for c in chunks} | {max(min(min_chunk, n_all), 1)}, reverse=True)
 
-    def fits(sizes, rows, c):
-        return estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor) <= budget_bytes
+    def estimate(sizes, rows, c):
+        return estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor, jacobian)
 
     F, back = pass_flops(model, example)
     F = max(F, 1)
@@ -376,7 +380,7 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
 
     def max_rows(pg, c):
         """Largest row panel for a group of pg parameters at chunk c (0: not even one row)."""
-        spare = budget_bytes - estimate_plan_bytes([pg], [0], c, act, N, n_points2, act_factor)
+        spare = budget_bytes - estimate([pg], [0], c)
         return int(spare // (pg * 4)) if spare > 0 else 0
 
     cands = []
@@ -415,8 +419,8 @@ def plan_ntk(model: nn.Module, example: torch.Tensor, budget_bytes: int, n_point
                           f"alone takes {N * (N if symmetric else n_points2) * 8 / 2**20:.1f} MiB)")
     ((_, samples), groups, sizes, rows, c) = min(cands, key=lambda t: (t[0][0], len(t[1])))
     return NTKPlan(groups=groups, group_sizes=sizes, row_panels=rows, chunk_size=c,
-                   estimated_peak_bytes=estimate_plan_bytes(sizes, rows, c, act, N, n_points2, act_factor),
-                   jacobian_passes=samples, budget_bytes=int(budget_bytes))
+                   estimated_peak_bytes=estimate(sizes, rows, c), jacobian_passes=samples,
+                   budget_bytes=int(budget_bytes))
 
 
 def _add_product(K: torch.Tensor, A: torch.Tensor, B: torch.Tensor, counter: list) -> None:
@@ -660,13 +664,14 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
     N, N2 = len(xa), None if xb is None else len(xb)
     act = activation_bytes_per_sample(model, xa)
     if plan is None and memory_budget_bytes is not None:
-        plan = plan_ntk(model, xa[:1], int(memory_budget_bytes), N, N2)
+        plan = plan_ntk(model, xa[:1], int(memory_budget_bytes), N, N2, jacobian=jacobian)
     if plan is None:
         names = tuple(k for k, v in model.named_parameters() if v.requires_grad)
         P_all = n_parameters(model)
         c = min(chunk_size, max(N, N2 or 0))
         plan = NTKPlan(groups=[names], group_sizes=[P_all], row_panels=[row_chunk_size], chunk_size=c,
-                       estimated_peak_bytes=estimate_plan_bytes([P_all], [row_chunk_size], c, act, N, N2),
+                       estimated_peak_bytes=estimate_plan_bytes([P_all], [row_chunk_size], c, act, N, N2,
+                                                                jacobian=jacobian),
                        jacobian_passes=_panel_samples(N, row_chunk_size, chunk_size, xb is None, N2))
     timing = {"jac": 0.0, "con": 0.0, "jac_chunks": 0, "jac_samples": 0, "n_panels": 0, "flops": [0],
               "on_progress": on_progress, "total_samples": plan.jacobian_passes}

@@ -213,6 +213,18 @@ def test_budget_plans_match_reference_and_fit(cnn_and_data):
         assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
     with pytest.raises(MemoryError, match="no eNTK plan"):
         ntk.plan_ntk(model, x[:1], smallest - 1, N, min_chunk=1)
+    # per-point Jacobians: a plan with vmap's temporaries left out, at least as large panels, same kernel
+    budget = (whole + smallest) // 2
+    vm = ntk.plan_ntk(model, x[:1], budget, N, min_chunk=1, max_chunk=1)
+    lp = ntk.plan_ntk(model, x[:1], budget, N, min_chunk=1, max_chunk=1, jacobian="loop")
+    assert lp.estimated_peak_bytes <= budget
+    assert lp.jacobian_passes <= vm.jacobian_passes and sum(lp.row_panels) >= sum(vm.row_panels)
+    assert lp.estimated_peak_bytes == ntk.estimate_plan_bytes(lp.group_sizes, lp.row_panels, lp.chunk_size, act, N,
+                                                              jacobian="loop")
+    assert ntk.estimate_plan_bytes([P], [3], 2, act, N, jacobian="loop") == \
+        ntk.estimate_plan_bytes([P], [3], 2, act, N) - 2 * P * 4 - 4 * act
+    res = ntk.empirical_ntk(model, x, plan=lp, jacobian="loop")
+    assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
 
 
 @pytest.mark.parametrize("n", [1, 5, 128, 129, 301])
