@@ -10,7 +10,9 @@ adds d * (1/d^2) * d = 1.
 
 Computation (``empirical_ntk``): per-point Jacobians (one row of P_g entries per point and
 parameter group) are computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``),
-``chunk_size`` points per call, and written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
+``chunk_size`` points per call, or (``jacobian="loop"``, chosen by ``jacobian="auto"`` on a CPU for
+networks of >= ``LOOP_MIN_FLOPS`` forward FLOPs per point) one batch-1 autograd backward per point, and
+written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
 contracted in float32 GEMMs of at most 256 rows x 4096 parameter columns, summed in float64; the
 symmetric product J J^T is cut by recursive halving so that only the upper triangle is computed
 (n^2 P (1 + 128 / n) FLOPs in large GEMMs) and mirrored at the end.
@@ -243,8 +245,8 @@ def plan_chunks(model: nn.Module, example: torch.Tensor, budget_bytes: int, chun
     """
     P = n_parameters(model)
     act = activation_bytes_per_sample(model, example)
-    if jacobian == "loop":
-        c = max(min(int(chunk_size or 1), int((budget_bytes - act_factor * act) // (2 * P * 4))), 1)
+    if jacobian == "loop" and chunk_size is not None:
+        c = max(min(int(chunk_size), int((budget_bytes - act_factor * act) // (2 * P * 4))), 1)
         rows = int((budget_bytes - c * P * 4 - act_factor * act) // (P * 4))
         return c, max(rows, c)
     per_col = 2 * P * 4 + act_factor * act  # one more point in the column chunk
@@ -461,11 +463,12 @@ def _mirror_upper(K: torch.Tensor) -> None:
 
 
 # jacobian="auto": per-point autograd on a CPU from this many forward FLOPs per point. Measured on the
-# 2-core development CPU, s per point: ResNet-50 at 96 px (2 threads) loop 0.15-0.17 against vmap(jacrev)
-# 0.38 at chunk 8 and 0.49 at chunk 4 (its per-sample conv weight gradients); bench/ntk.py's SmallResNet
-# (~0.1 GFLOP, 1 thread) loop 11.4 ms = vmap at chunk 64 (11.5 ms), 3x faster than vmap at chunk 16; the
-# digits ResNet (~0.3 MFLOP) is per-op overhead, which only vmap's batching amortises (0.4-1.5 ms).
-LOOP_MIN_FLOPS = 2e7
+# 2-core development CPU: ResNet-50 at 96 px (1.5 GFLOP, P = 27.8M; the paper rehearsal's eNTK, 220 points,
+# the same 107-row panels, 2 threads) 131-156 s per eNTK with the loop against 175-202 s with vmap(jacrev) at
+# chunk 8 (its per-sample conv weight gradients); bench/ntk.py's SmallResNet (98 MFLOP, P = 309k, N = 512,
+# the whole Jacobian held, 1 thread) 9.08 s with the loop against 6.81 s with vmap at chunk 8, and the
+# digits ResNet (~0.3 MFLOP) is per-op overhead, which only vmap's batching amortises.
+LOOP_MIN_FLOPS = 5e8
 JACOBIAN_MODES = ("auto", "vmap", "loop")
 
 
@@ -483,7 +486,8 @@ def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device,
 
 
 class _Engine:
-    """Jacobians of parameter groups (``vmap(jacrev)`` in chunks, written into J_g) and their contraction."""
+    """Jacobians of parameter groups (``vmap(jacrev)`` of a chunk, or one autograd backward per point with
+    ``jacobian="loop"``; written into J_g) and their contraction."""
 
     def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict, jacobian: str = "vmap"):
         self.model, self.device, self.dtype, self.out_fn = model, device, dtype, out_fn

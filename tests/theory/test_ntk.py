@@ -314,11 +314,11 @@ def test_jacobian_mode_auto_follows_the_forward_flops():
     torch.manual_seed(0)
     big = nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(64, 2))
-    x_big = torch.randn(1, 3, 64, 64)
+    x_big = torch.randn(1, 3, 240, 240)
     assert ntk.pass_flops(big, x_big)[0] >= ntk.LOOP_MIN_FLOPS
     assert ntk.jacobian_mode(big, x_big, torch.device("cpu")) == "loop"
     assert ntk.jacobian_mode(big, x_big, torch.device("cuda")) == "vmap"     # decided without a GPU
     assert ntk.jacobian_mode(big, x_big, torch.device("cpu"), "vmap") == "vmap"
-    assert ntk.empirical_ntk(big, torch.randn(3, 3, 64, 64), chunk_size=2).stats["jacobian"] == "loop"
+    assert ntk.empirical_ntk(big, torch.randn(3, 3, 240, 240), chunk_size=2).stats["jacobian"] == "loop"
     with pytest.raises(ValueError, match="jacobian must be one of"):
         ntk.empirical_ntk(small, x_small, jacobian="columns")
