@@ -6,8 +6,8 @@ is cancelled with `scancel` mid-run; the profile's retries resubmit it and it re
 
 Marked `cluster`: skipped unless pytest is given --run-cluster (`make cluster-test`, which .ci/run runs as
 its own step after `make test`; ~25 min on 2 quiet cores). It installs slurm-wlm and munge with apt-get
-when they are missing (as root). No slurm.conf is ever written to /etc/slurm: the generated one reaches only this test's
-processes through SLURM_CONF.
+when they are missing (as root). No slurm.conf is ever written to /etc/slurm: the generated one reaches
+only this test's processes through SLURM_CONF.
 (With a slurm.conf naming a controller that does not answer, every SLURM client call waits ~9 s, and
 the SLURM executor plugin runs `scontrol show config` whenever Snakemake starts, so every later
 `snakemake` call on the machine would take ~9 s longer; without one, the clients fail in ~0.1 s.)
