@@ -412,8 +412,8 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
     spectra are checked against that and the run is repeated with every column if they leave it.
     The held columns of the returned ``W`` are those of W(0).
 
-    The loop does five BLAS / ufunc calls per step into preallocated buffers of shape d x K, with
-    BLAS held to one thread. Returns W = B V^T.
+    The loop does four BLAS / ufunc calls per step into preallocated buffers (``_eigenbasis_loop``),
+    with BLAS held to one thread. Returns W = B V^T.
 
     Args:
         gamma: eigenvalues of Gamma (m,), any order matching the columns of ``V``.
@@ -451,45 +451,51 @@ def gd_eigenbasis(gamma: np.ndarray, V: np.ndarray, W0: np.ndarray, lr: float, s
 
 
 def _eigenbasis_loop(B, g, B_all, active, V, C, C_held, eye, four_lr, steps, rec, loss, eigs, Ws) -> None:
-    """The hot loop of ``gd_eigenbasis``: five calls per step, no Python branches between records.
+    """The hot loop of ``gd_eigenbasis``: four calls per step, no Python branches between records.
 
-    With q = sqrt(4 lr): BL = B diag(q gamma), C = BL B^T = q C_true, C - q I = q (C_true - I), and
-    (C - q I) BL = 4 lr (C_true - I) B diag(gamma), the update. Recorded quantities are recomputed
-    unscaled (C_true = (B diag(gamma)) B^T, as in ``gd_reference``) at the recorded steps only.
-    ``C_held`` (the held columns' part of C) enters through q (I - C_held) in place of q I at no cost.
-    The row vectors are tiled to d x K: a same-shape multiply takes numpy's fast path, a broadcast
-    one its general iterator (~2x the call overhead at K ~ 50).
+    The state is held transposed, X = B^T (K x d), inside a (K + d) x d buffer whose last d rows
+    are the constant -q (I - C_held), q = sqrt(4 lr); XL = diag(q gamma) X sits likewise on top of
+    the constant rows I. One GEMM of the stacked buffers then gives
+    C' = X^T XL - q (I - C_held) = q (C_true - I), with C_true = B diag(gamma) B^T + C_held (the held
+    columns' fixed part of C enters at no cost), and the update is
+    X <- X - XL C'^T = (B - 4 lr (C_true - I) B diag(gamma))^T, as in ``gd_reference``. Every write
+    goes to a contiguous block (the first K rows of a buffer). Recorded quantities are recomputed
+    unscaled at the recorded steps only. The row scales are tiled to K x d: a same-shape multiply
+    takes numpy's fast path, a broadcast one its general iterator (~2x the call overhead at K ~ 50).
     """
     multiply, dot, subtract = np.multiply, np.dot, np.subtract
+    K, d = B.shape[1], B.shape[0]
     q = math.sqrt(four_lr)
-    gq = np.ascontiguousarray(np.broadcast_to(g * q, B.shape))
-    g_full = np.ascontiguousarray(np.broadcast_to(g, B.shape))
-    qeye = q * (eye - C_held)
-    BL = np.empty_like(B)        # B diag(q gamma)
-    T = np.empty_like(B)         # the update
-    BT = B.T
+    Xa = np.empty((K + d, d))          # [X; -q (I - C_held)]
+    XLa = np.empty((K + d, d))         # [diag(q gamma) X; I]
+    Xa[:K] = B.T
+    Xa[K:] = -q * (eye - C_held)
+    XLa[K:] = eye
+    X, XL, XaT = Xa[:K], XLa[:K], Xa.T
+    gq = np.ascontiguousarray(np.broadcast_to((g * q)[:, None], X.shape))
+    g_full = np.ascontiguousarray(np.broadcast_to(g[:, None], X.shape))
+    T = np.empty_like(X)               # the update
+    CT = C.T
 
     def run(n_steps: int) -> None:
         for _ in range(n_steps):
-            multiply(B, gq, out=BL)
-            dot(BL, BT, out=C)
-            subtract(C, qeye, out=C)
-            dot(C, BL, out=T)
-            subtract(B, T, out=B)
+            multiply(X, gq, out=XL)
+            dot(XaT, XLa, out=C)
+            dot(XL, CT, out=T)
+            subtract(X, T, out=X)
 
     done = 0
     for k, r in enumerate(rec):
         run(int(r) - done)
         done = int(r)
-        multiply(B, g_full, out=BL)
-        dot(BL, BT, out=C)
-        C += C_held
-        loss[k] = float(((C - eye) ** 2).sum())
-        eigs[k] = _spectrum(C)
+        C_true = dot(X.T, X * g_full) + C_held
+        loss[k] = float(((C_true - eye) ** 2).sum())
+        eigs[k] = _spectrum(C_true)
         if Ws is not None:
-            B_all[:, active] = B
+            B_all[:, active] = X.T
             Ws[k] = B_all @ V.T
     run(steps - done)
+    B[:] = X.T
 
 
 def first_crossing(t: np.ndarray, y: np.ndarray, level: float = 0.5) -> float:
