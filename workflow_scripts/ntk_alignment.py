@@ -52,8 +52,9 @@ with script_run(snakemake, parent_model=model, run_config=manifest["run_config"]
     points = stacked_points(pairs["x1"], pairs["x2"])
 
     budget = int(s["memory_budget_mb"]) * 2**20
-    example = torch.as_tensor(points[:1], dtype=torch.float32, device=device)
+    example = torch.as_tensor(points[:3], dtype=torch.float32, device=device)
     jacobian = jacobian_mode(model, example, device, s["jacobian"])
+    example = example[:1]
     chunk, rows = plan_chunks(model, example, budget, int(s["chunk_size"]), jacobian=jacobian)
     rows = min(rows, len(points))
     arrays, summary = network_alignment(model, points, chunk_size=chunk, row_chunk_size=max(rows, chunk),

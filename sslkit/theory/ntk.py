@@ -11,8 +11,10 @@ adds d * (1/d^2) * d = 1.
 Computation (``empirical_ntk``): per-point Jacobians (one row of P_g entries per point and
 parameter group) are computed with ``torch.func`` (``functional_call`` + ``vmap`` + ``jacrev``),
 ``chunk_size`` points per call, or (``jacobian="loop"``, chosen by ``jacobian="auto"`` on a CPU for
-networks of >= ``LOOP_MIN_FLOPS`` forward FLOPs per point) one batch-1 autograd backward per point, and
-written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
+networks of >= ``LOOP_MIN_FLOPS`` forward FLOPs per point) one batch-1 autograd backward per point, or
+(``jacobian="batched"``, chosen by ``auto`` on a CPU below ``BATCHED_MAX_FLOPS`` for the layers it
+supports) one batched forward + backward per chunk with the per-sample weight gradients formed layer
+by layer (``sslkit.theory.per_sample``), and written into one float32 matrix J_g. K = d sum_g J_g J_g^T is
 contracted in float32 GEMMs of at most 256 rows x 4096 parameter columns, summed in float64; the
 symmetric product J J^T is cut by recursive halving so that only the upper triangle is computed
 (n^2 P (1 + 128 / n) FLOPs in large GEMMs) and mirrored at the end.
@@ -178,6 +180,25 @@ def _forward_once(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
             h.remove()
 
 
+# leaf modules whose FLOPs pass_flops counts by formula (convolutions and matrix products; the others do none
+# that torch.utils.flop_counter counts)
+_FORMULA_LEAVES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
+                   nn.GroupNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid,
+                   nn.Softplus, nn.Hardswish, nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout,
+                   nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+                   nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _formula_flops(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    """FLOPs of one call of a ``_FORMULA_LEAVES`` module, as torch.utils.flop_counter counts them."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        k = int(np.prod(m.kernel_size))
+        return 2 * out.numel() * (m.in_channels // m.groups) * k
+    if isinstance(m, nn.Linear):
+        return 2 * out.numel() * m.in_features
+    return 0
+
+
 def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
     """Forward FLOPs F of one point and, per trainable parameter, the backward FLOPs of a Jacobian pass
     that differentiates only the group starting there (``plan_ntk``'s cost model).
@@ -188,27 +209,39 @@ def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, 
     all parameters, less for groups deep in the network. Returns (F, {name: position-independent
     backward FLOPs from that parameter's leaf on}) as (F, {name: (from_here, own)}).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     order: list[tuple[str, int]] = []
-    marks: dict[str, int] = {}
-    with FlopCounterMode(display=False) as fc:
-        def pre(name):
-            return lambda _m, _i: marks.__setitem__(name, fc.get_total_flops())
-
+    if all(isinstance(m, _FORMULA_LEAVES) for _, m in leaves):
+        # FLOPs by formula (what torch.utils.flop_counter counts for these modules: 2 per multiply-add
+        # of a convolution or matrix product, 0 for the rest), without FlopCounterMode, whose first use
+        # imports torch._dynamo (~1 s per process).
         def post(name):
-            return lambda _m, _i, _o: order.append((name, fc.get_total_flops() - marks[name]))
+            return lambda m, i, o: order.append((name, _formula_flops(m, i[0], o)))
 
-        hs = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
-        hs += [m.register_forward_hook(post(n)) for n, m in leaves]
-        _forward_once(model, example, hs)
-        total = int(fc.get_total_flops())
+        _forward_once(model, example, [m.register_forward_hook(post(n)) for n, m in leaves])
+        total = sum(f for _, f in order)
+    else:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        marks: dict[str, int] = {}
+        with FlopCounterMode(display=False) as fc:
+            def pre(name):
+                return lambda _m, _i: marks.__setitem__(name, fc.get_total_flops())
+
+            def post(name):
+                return lambda _m, _i, _o: order.append((name, fc.get_total_flops() - marks[name]))
+
+            hs = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
+            hs += [m.register_forward_hook(post(n)) for n, m in leaves]
+            _forward_once(model, example, hs)
+            total = int(fc.get_total_flops())
     first = {}
     for i, (n, _) in enumerate(order):
         first.setdefault(n, i)
     suffix = np.cumsum([f for _, f in order][::-1])[::-1].tolist() + [0]
-    own = dict(order)
+    own: dict[str, int] = {}
+    for n, f in order:          # a module called several times: the weight gradient of every call
+        own[n] = own.get(n, 0) + f
     out = {}
     for k, v in model.named_parameters():
         if not v.requires_grad:
@@ -469,25 +502,77 @@ def _mirror_upper(K: torch.Tensor) -> None:
 # the whole Jacobian held, 1 thread) 9.08 s with the loop against 6.81 s with vmap at chunk 8, and the
 # digits ResNet (~0.3 MFLOP) is per-op overhead, which only vmap's batching amortises.
 LOOP_MIN_FLOPS = 5e8
-JACOBIAN_MODES = ("auto", "vmap", "loop")
+# jacobian="auto": one batched forward + backward per chunk (sslkit.theory.per_sample) on a CPU below this many
+# forward FLOPs per point, for models it supports. Measured side by side (1 thread, quiet, the whole Jacobian
+# held): the digits ResNet (0.28 MFLOP, P = 46,908, N = 2000) 0.66-0.68 s of Jacobians batched against
+# 0.72-0.82 s with vmap at chunks 128-512 (1.09 s against 1.76 s at chunk 32), and no torch._dynamo import
+# (~1 s the first vmap call of a process costs); bench/ntk.py's SmallResNet (98 MFLOP, N = 512, chunk 32)
+# 4.9 s batched against 3.5 s with vmap (per-sample conv weight gradients by unfold + bmm lose to vmap's).
+# The crossover between the two models is not measured; 1e7 sits between them.
+BATCHED_MAX_FLOPS = 1e7
+# points per batched forward + backward (more only adds memory traffic: digits ResNet 0.5 s at 128, 0.7 s at 512)
+BATCHED_CHUNK = 128
+JACOBIAN_MODES = ("auto", "vmap", "loop", "batched")
 
 
-def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device, jacobian: str = "auto") -> str:
-    """``vmap`` or ``loop`` for ``empirical_ntk(jacobian=...)``: ``auto`` picks the loop on a CPU when one
-    point's forward pass takes at least ``LOOP_MIN_FLOPS`` (counted by ``pass_flops``), vmap otherwise
-    (on a GPU vmap's batched kernels are what keeps the device busy)."""
+def _batched_agrees(model: nn.Module, example: torch.Tensor, out_fn, rtol: float = 1e-4) -> bool:
+    """Whether ``per_sample_grads`` on a small batch gives each point's gradient as a batch-1 autograd
+    backward does: checks that the points do not interact and that no parameter escapes the hooks."""
+    from .per_sample import per_sample_grads
+
+    with torch.no_grad(), _eval_mode(model):
+        p = next(model.parameters())
+        x = example[:3].to(device=p.device, dtype=p.dtype)
+        if len(x) < 2:        # a second, different point: interaction through the batch must show
+            x = torch.cat([x, x.flip(-1) * 0.5 + 0.25 * x.std()])
+        names = [k for k, v in model.named_parameters() if v.requires_grad]
+        rows = per_sample_grads(model, lambda xs: out_fn(model(xs)), x, names)
+        wrt = [v for k, v in model.named_parameters() if v.requires_grad]
+        for i in range(len(x)):
+            with torch.enable_grad():
+                y = out_fn(model(x[i:i + 1])).reshape(-1).mean()
+                gs = torch.autograd.grad(y, wrt, allow_unused=True)
+            for k, g in zip(names, gs):
+                ref = torch.zeros_like(rows[k][i]) if g is None else g.reshape(-1)
+                if not torch.allclose(rows[k][i], ref, rtol=rtol, atol=rtol * float(ref.abs().max()) + 1e-12):
+                    return False
+    return True
+
+
+def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device, jacobian: str = "auto",
+                  output_fn: Callable[[object], torch.Tensor] | None = None) -> str:
+    """``vmap``, ``loop`` or ``batched`` for ``empirical_ntk(jacobian=...)``. ``auto`` on a CPU: the loop when
+    one point's forward pass takes at least ``LOOP_MIN_FLOPS`` (counted by ``pass_flops``); ``batched`` below
+    ``BATCHED_MAX_FLOPS`` when ``per_sample.unsupported_reason`` finds nothing and a check on the first points
+    of ``example`` (``_batched_agrees``) matches batch-1 autograd; else vmap. On a GPU: vmap (its batched
+    kernels keep the device busy; the batched path is not measured there)."""
     if jacobian not in JACOBIAN_MODES:
         raise ValueError(f"jacobian must be one of {', '.join(JACOBIAN_MODES)}, got {jacobian!r}")
+    if jacobian == "batched":
+        from .per_sample import unsupported_reason
+
+        why = unsupported_reason(model)
+        if why is not None:
+            raise ValueError(f"jacobian='batched' cannot differentiate this model: {why}; use 'vmap' or 'loop'")
     if jacobian != "auto":
         return jacobian
     if torch.device(device).type != "cpu":
         return "vmap"
-    return "loop" if pass_flops(model, example)[0] >= LOOP_MIN_FLOPS else "vmap"
+    flops = pass_flops(model, example)[0]
+    if flops >= LOOP_MIN_FLOPS:
+        return "loop"
+    if flops < BATCHED_MAX_FLOPS:
+        from .per_sample import unsupported_reason
+
+        if unsupported_reason(model) is None and _batched_agrees(model, example, output_fn or (lambda o: o)):
+            return "batched"
+    return "vmap"
 
 
 class _Engine:
-    """Jacobians of parameter groups (``vmap(jacrev)`` of a chunk, or one autograd backward per point with
-    ``jacobian="loop"``; written into J_g) and their contraction."""
+    """Jacobians of parameter groups (``vmap(jacrev)`` of a chunk, one autograd backward per point with
+    ``jacobian="loop"``, or per-sample gradients of a batched pass with ``jacobian="batched"``; written into
+    J_g) and their contraction."""
 
     def __init__(self, model, device, dtype, out_fn, chunk_size: int, timing: dict, jacobian: str = "vmap"):
         self.model, self.device, self.dtype, self.out_fn = model, device, dtype, out_fn
@@ -541,7 +626,16 @@ class _Engine:
                         else:
                             rows[i, a:b] = gk.reshape(-1)
 
-        compute = by_loop if self.jacobian == "loop" else by_vmap
+        def by_batch(xc: torch.Tensor, rows: torch.Tensor) -> None:
+            from .per_sample import per_sample_grads
+
+            for s in _chunks(len(xc), BATCHED_CHUNK):
+                per = per_sample_grads(self.model, lambda xs: self.forward((pg, rest, frozen, buffers), xs),
+                                       xc[s], list(names))
+                for k, a, b in offsets:
+                    rows[s, a:b] = per[k]
+
+        compute = {"loop": by_loop, "batched": by_batch}.get(self.jacobian, by_vmap)
 
         def fill(xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             for s in _chunks(len(xs), self.chunk_size):
@@ -638,9 +732,12 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
         on_progress: called as ``on_progress(done, total)`` after every Jacobian chunk, with the
             per-point Jacobian passes done so far and the plan's total (for progress lines).
         jacobian: how a chunk's per-point Jacobians are computed: ``vmap`` (``vmap(jacrev)`` of the
-            chunk), ``loop`` (one forward + backward of batch 1 per point, plain autograd) or ``auto``
-            (``jacobian_mode``: loop on a CPU for networks of >= ``LOOP_MIN_FLOPS`` forward FLOPs per
-            point, else vmap). Both give the same kernel up to float32 rounding.
+            chunk), ``loop`` (one forward + backward of batch 1 per point, plain autograd), ``batched``
+            (one forward + backward of the chunk, per-sample gradients by ``sslkit.theory.per_sample``;
+            Linear / Conv2d / BatchNorm / LayerNorm parameters only, points must not interact) or ``auto``
+            (``jacobian_mode``, on a CPU: loop from ``LOOP_MIN_FLOPS`` forward FLOPs per point, batched
+            below ``BATCHED_MAX_FLOPS`` where supported and checked on the first points, else vmap). All
+            give the same kernel up to float32 rounding.
 
     Returns:
         ``NTKResult`` with ``K`` (float64, N x N, symmetric; or N x N2) and ``stats``.
@@ -664,7 +761,7 @@ def empirical_ntk(model: nn.Module, x, x2=None, *, chunk_size: int = 64,
                          f"{tuple(xb.shape[1:])}")
     out_fn = output_fn or (lambda o: o)
     t_start = time.perf_counter()
-    jacobian = jacobian_mode(model, xa[:1], device, jacobian)
+    jacobian = jacobian_mode(model, xa[:3], device, jacobian, out_fn)
     N, N2 = len(xa), None if xb is None else len(xb)
     act = activation_bytes_per_sample(model, xa)
     if plan is None and memory_budget_bytes is not None:

@@ -51,11 +51,13 @@ def cnn_and_data():
     return model, x, brute_force_ntk(model, x)
 
 
+@pytest.mark.parametrize("jacobian", ["vmap", "auto"])      # auto: batched for this small CNN
 @pytest.mark.parametrize("chunk", [1, 2, 3, 4, 7, 10])  # 2, 3, 4 do not divide N = 7
-def test_entk_matches_brute_force(cnn_and_data, chunk):
+def test_entk_matches_brute_force(cnn_and_data, chunk, jacobian):
     model, x, K_ref = cnn_and_data
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    res = ntk.empirical_ntk(model, x, chunk_size=chunk)
+    res = ntk.empirical_ntk(model, x, chunk_size=chunk, jacobian=jacobian)
+    assert res.stats["jacobian"] == {"vmap": "vmap", "auto": "batched"}[jacobian]
     assert res.K.dtype == np.float64 and res.K.shape == (7, 7)
     assert np.abs(res.K - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
     assert np.array_equal(res.K, res.K.T)
@@ -309,8 +311,8 @@ def test_loop_handles_a_parameter_the_output_ignores(cnn_and_data):
 def test_jacobian_mode_auto_follows_the_forward_flops():
     small = small_cnn()
     x_small = torch.randn(1, 3, 6, 6)
-    assert ntk.pass_flops(small, x_small)[0] < ntk.LOOP_MIN_FLOPS
-    assert ntk.jacobian_mode(small, x_small, torch.device("cpu")) == "vmap"
+    assert ntk.pass_flops(small, x_small)[0] < ntk.BATCHED_MAX_FLOPS
+    assert ntk.jacobian_mode(small, x_small, torch.device("cpu")) == "batched"
     torch.manual_seed(0)
     big = nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(64, 2))
