@@ -9,8 +9,8 @@ beside every timing and the matmul peak is re-measured before every model):
 
     sslkit      ``empirical_ntk(model, x, memory_budget_bytes=budget)`` (``plan_ntk`` picks the blocks)
     before      optional: another ``sslkit.theory.ntk`` file (``--before PATH``, e.g. main's version from
-                ``git show main:sslkit/theory/ntk.py``) run with the plan the project used
-                (``plan_chunks(model, x, budget, chunk)``)
+                ``git show main:sslkit/theory/ntk.py``), given the same budget when it has ``plan_ntk``, else
+                run with the plan the project used then (``plan_chunks(model, x, budget, chunk)``)
     reference   ``functional_call`` + ``vmap(jacrev)`` for the full N x P Jacobian (vmap chunks of
                 ``--ref-chunk`` points), then ``d * J @ J.T`` (float32), run when N x P x 4 x 3 fits
                 in ``--ref-limit-mb``
@@ -148,7 +148,13 @@ def bench_model(name, model, shape, N, budget, chunk, before, args) -> dict:
             K, st = res.K, res.stats
             con_f, con_t = st["contraction_flops"], st["contraction_time_s"]
             extra = (f"groups {st['n_groups']}, row panels {st['row_panels']}, chunk {st['chunk_size']}, "
-                     f"Jacobians {st['jacobian_samples'] / N:.2f}x N")
+                     f"Jacobians {st['jacobian_samples'] / N:.2f}x N, {st['jacobian']}")
+        elif label == "before" and hasattr(before, "plan_ntk"):    # a version that plans from the budget itself
+            res, wall, pk = timed(lambda: before.empirical_ntk(model, x, memory_budget_bytes=budget))
+            K, st = res.K, res.stats
+            con_f, con_t = st["contraction_flops"], st["contraction_time_s"]
+            extra = (f"groups {st['n_groups']}, row panels {st['row_panels']}, chunk {st['chunk_size']}, "
+                     f"Jacobians {st['jacobian_samples'] / N:.2f}x N, {st.get('jacobian', 'vmap')}")
         elif label == "before":
             c, r = before.plan_chunks(model, x[:1], budget, chunk_size=chunk)
             c, r = min(c, N), min(r, N)

@@ -134,7 +134,12 @@ def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.T
     calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
     grads: dict[int, torch.Tensor] = {}
 
+    constant: list[str] = []
+
     def hook(mod, inputs, out):
+        if not out.requires_grad:    # not computed from x: its weight gradient would escape the hooks
+            constant.append(type(mod).__name__)
+            return
         i = len(calls)
         calls.append((mod, inputs[0].detach(), out))
 
@@ -153,6 +158,9 @@ def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.T
     finally:
         for h in handles:
             h.remove()
+    if constant:
+        raise ValueError(f"a {constant[0]} of the model is applied to something that does not depend on the "
+                         f"input; its per-sample gradients need jacobian='vmap' or 'loop'")
     n = len(x)
     out: dict[str, torch.Tensor] = {}
     for i, (mod, a, _) in enumerate(calls):

@@ -196,3 +196,28 @@ def test_formula_flops_equal_the_flop_counter():
     assert F == fc.get_total_flops() > 0
     assert back["head.weight"] == (2 * 5 * 3, 2 * 5 * 3)
     assert back["twice.weight"][1] == 2 * 2 * 9 * 5 * 5       # called twice on 9 positions
+
+
+def test_a_layer_applied_to_a_constant_is_refused():
+    """A Linear applied to a buffer (not to the input) would escape the hooks: explicit batched raises,
+    auto falls back to vmap, and vmap still gives the per-point autograd kernel."""
+
+    class Offset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("code", torch.ones(1, 3))
+            self.embed = nn.Linear(3, 4)
+            self.body = nn.Linear(4, 2)
+
+        def forward(self, z):
+            return self.body(z + self.embed(self.code))
+
+    torch.manual_seed(0)
+    model, z = Offset().eval(), torch.randn(4, 4)
+    assert unsupported_reason(model) is None
+    with pytest.raises(ValueError, match="Linear of the model is applied to something that does not depend"):
+        ntk.empirical_ntk(model, z, jacobian="batched")
+    assert ntk.jacobian_mode(model, z, torch.device("cpu")) == "vmap"
+    rows = autograd_rows(model, z)
+    K = ntk.empirical_ntk(model, z).K
+    assert np.abs(K - 2 * rows @ rows.T).max() <= 1e-5 * np.abs(K).max()
