@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Mixed(nn.Module):
-    """Every supported layer kind: grouped, strided, dilated and biased convolutions, BatchNorm2d/1d (eval),
+    """Every supported layer kind: grouped, strided, dilated and biased convolutions (one with a single output
+    position, as a ResNet's last stage on small images), BatchNorm2d/1d (eval),
     an in-place ReLU right after a BatchNorm, a residual branch, a Linear over a sequence (3-d input) with
     bias, LayerNorm over the last dimension, and one Linear called twice (its per-sample gradient is the sum)."""
 
@@ -32,12 +33,14 @@ class Mixed(nn.Module):
         self.twice = nn.Linear(5, 5, bias=False)
         self.bn2 = nn.BatchNorm1d(5)
         self.head = nn.Linear(5, 3)
+        self.top = nn.Conv2d(6, 5, 3, stride=2, padding=1)
 
     def forward(self, x):
         h = self.relu(self.bn1(self.conv1(x)))
         h = torch.relu(self.conv2(h) + self.short(h))               # n x 6 x 3 x 3
         s = self.ln(self.seq(h.flatten(2).transpose(1, 2)))          # n x 9 x 5: a sequence of 9 positions
         s = self.twice(torch.tanh(self.twice(s))).mean(1)            # n x 5
+        s = s + self.top(h[:, :, :2, :2]).flatten(1)                 # n x 5 x 1 x 1: one output position
         return self.head(self.bn2(s))
 
 
@@ -121,6 +124,7 @@ def test_unsupported_models_are_named():
     assert "batch statistics" in unsupported_reason(nn.Sequential(nn.Linear(3, 3),
                                                                   nn.BatchNorm1d(3, track_running_stats=False)))
     assert "padding_mode='reflect'" in unsupported_reason(nn.Conv2d(1, 1, 3, padding_mode="reflect"))
+    assert "padding='same'" in unsupported_reason(nn.Conv2d(1, 1, 3, padding="same"))
     assert "held by 2 modules" in unsupported_reason(_tied(nn.Linear(3, 3)))
     assert unsupported_reason(Mixed()) is None
     with pytest.raises(ValueError, match="jacobian='batched' cannot differentiate this model: parameter 1.s"):
