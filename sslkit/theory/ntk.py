@@ -506,10 +506,12 @@ LOOP_MIN_FLOPS = 5e8
 # forward FLOPs per point, for models it supports. Measured side by side (1 thread, quiet, the whole Jacobian
 # held): the digits ResNet (0.28 MFLOP, P = 46,908, N = 2000) 0.66-0.68 s of Jacobians batched against
 # 0.72-0.82 s with vmap at chunks 128-512 (1.09 s against 1.76 s at chunk 32), and no torch._dynamo import
-# (~1 s the first vmap call of a process costs); bench/ntk.py's SmallResNet (98 MFLOP, N = 512, chunk 32)
-# 4.9 s batched against 3.5 s with vmap (per-sample conv weight gradients by unfold + bmm lose to vmap's).
-# The crossover between the two models is not measured; 1e7 sits between them.
-BATCHED_MAX_FLOPS = 1e7
+# (~1 s the first vmap call of a process costs); config/cifar10.yaml's App. E ResNet (width 1/4 at 16 px,
+# 17.6 MFLOP, P = 718,864, N = 2000, 6000 MB) 19.6-19.8 s batched against 24.5 s (vmap, chunk 128) and 30.1 s
+# (chunk 256); bench/ntk.py's SmallResNet (98 MFLOP, N = 512, chunk 32) 4.9 s batched against 3.5 s with vmap
+# (its 32 x 32 convolutions' per-sample weight gradients by unfold + bmm lose to vmap's). The crossover lies
+# between 17.6 and 98 MFLOP.
+BATCHED_MAX_FLOPS = 4e7
 # points per batched forward + backward (more only adds memory traffic: digits ResNet 0.5 s at 128, 0.7 s at 512)
 BATCHED_CHUNK = 128
 JACOBIAN_MODES = ("auto", "vmap", "loop", "batched")
