@@ -631,12 +631,14 @@ class _Engine:
                         else:
                             rows[i, a:b] = gk.reshape(-1)
 
+        workspace: dict = {}          # per-sample weight gradients, reused from chunk to chunk of this group
+
         def by_batch(xc: torch.Tensor, rows: torch.Tensor) -> None:
             from sslkit.theory.per_sample import per_sample_grads
 
             for s in _chunks(len(xc), BATCHED_CHUNK):
                 per = per_sample_grads(self.model, lambda xs: self.forward((pg, rest, frozen, buffers), xs),
-                                       xc[s], list(names))
+                                       xc[s], list(names), workspace)
                 for k, a, b in offsets:
                     rows[s, a:b] = per[k]
 

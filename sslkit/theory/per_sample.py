@@ -23,6 +23,7 @@ module type or by a subclass with its own ``forward``, a shared parameter, batch
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _conv2d(m: nn.Conv2d, a: torch.Tensor, gy: torch.Tensor) -> dict[str, torch.Tensor]:
+def _conv2d(m: nn.Conv2d, a: torch.Tensor, gy: torch.Tensor, buf) -> dict[str, torch.Tensor]:
     n, G = a.shape[0], m.groups
     g = gy.reshape(n, m.out_channels, -1)                                 # n x Cout x L
     if g.shape[-1] == 1 and G == 1:
@@ -76,21 +77,22 @@ def _conv2d(m: nn.Conv2d, a: torch.Tensor, gy: torch.Tensor) -> dict[str, torch.
         # = 32, k = 3 (1 thread): unfold + bmm 5.5 ms, this 1.2 ms.
         (ph, pw), (dh, dw), (kh, kw) = m.padding, m.dilation, m.kernel_size
         u = F.pad(a, (pw, pw, ph, ph))[:, :, :dh * (kh - 1) + 1:dh, :dw * (kw - 1) + 1:dw].reshape(n, 1, -1)
-        return {"weight": (g * u).reshape(n, -1), "bias": g[:, :, 0]}
+        return {"weight": torch.mul(g, u, out=buf((n, g.shape[1], u.shape[2]))).reshape(n, -1), "bias": g[:, :, 0]}
     u = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)      # n x (Cin k k) x L
     if G == 1:
-        w = torch.bmm(g, u.transpose(1, 2))
+        w = torch.bmm(g, u.transpose(1, 2), out=buf((n, g.shape[1], u.shape[1])))
     else:
         w = torch.einsum("ngol,ngil->ngoi", g.reshape(n, G, -1, g.shape[-1]), u.reshape(n, G, -1, u.shape[-1]))
     return {"weight": w.reshape(n, -1), "bias": g.sum(2)}
 
 
-def _linear(m: nn.Linear, a: torch.Tensor, gy: torch.Tensor) -> dict[str, torch.Tensor]:
+def _linear(m: nn.Linear, a: torch.Tensor, gy: torch.Tensor, buf) -> dict[str, torch.Tensor]:
     n = a.shape[0]
     a3, g3 = a.reshape(n, -1, a.shape[-1]), gy.reshape(n, -1, gy.shape[-1])
+    w = buf((n, g3.shape[2], a3.shape[2]))
     if a3.shape[1] == 1:             # one vector per point: an outer product (bmm of rank-1 products is ~10x slower)
-        return {"weight": (g3.transpose(1, 2) * a3).reshape(n, -1), "bias": g3[:, 0]}
-    return {"weight": torch.bmm(g3.transpose(1, 2), a3).reshape(n, -1), "bias": g3.sum(1)}
+        return {"weight": torch.mul(g3.transpose(1, 2), a3, out=w).reshape(n, -1), "bias": g3[:, 0]}
+    return {"weight": torch.bmm(g3.transpose(1, 2), a3, out=w).reshape(n, -1), "bias": g3.sum(1)}
 
 
 def _norm(xhat: torch.Tensor, gy: torch.Tensor, keep: int) -> dict[str, torch.Tensor]:
@@ -106,13 +108,13 @@ def _norm(xhat: torch.Tensor, gy: torch.Tensor, keep: int) -> dict[str, torch.Te
     return {"weight": gw, "bias": gb}
 
 
-def _batchnorm(m: nn.modules.batchnorm._BatchNorm, a: torch.Tensor, gy: torch.Tensor) -> dict[str, torch.Tensor]:
+def _batchnorm(m: nn.modules.batchnorm._BatchNorm, a: torch.Tensor, gy: torch.Tensor, buf) -> dict[str, torch.Tensor]:
     shape = (1, -1) + (1,) * (a.dim() - 2)
     xhat = (a - m.running_mean.reshape(shape)) * torch.rsqrt(m.running_var.reshape(shape) + m.eps)
     return _norm(xhat, gy, -1)
 
 
-def _layernorm(m: nn.LayerNorm, a: torch.Tensor, gy: torch.Tensor) -> dict[str, torch.Tensor]:
+def _layernorm(m: nn.LayerNorm, a: torch.Tensor, gy: torch.Tensor, buf) -> dict[str, torch.Tensor]:
     dims = tuple(range(a.dim() - len(m.normalized_shape), a.dim()))
     var, mean = torch.var_mean(a, dim=dims, unbiased=False, keepdim=True)
     return _norm((a - mean) * torch.rsqrt(var + m.eps), gy, len(m.normalized_shape))
@@ -128,13 +130,30 @@ def _rule(m: nn.Module):
     return _batchnorm
 
 
+def _buffer(workspace: dict | None, key: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor for the weight gradient of call ``key``: the workspace's, when it fits."""
+    t = None if workspace is None else workspace.get(key)
+    if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+        t = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if workspace is not None:
+            workspace[key] = t
+    return t
+
+
 def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                     names: list[str]) -> dict[str, torch.Tensor]:
+                     names: list[str], workspace: dict | None = None) -> dict[str, torch.Tensor]:
     """Per-sample gradients of g_i = mean(forward(x)[i]) w.r.t. the parameters ``names`` of ``model``.
 
     ``forward`` evaluates the model on a batch (e.g. through ``functional_call``, whose tensors the
     modules then hold during the call); the model must pass ``unsupported_reason`` and treat its points
     independently. Returns {name: len(x) x numel}, zeros for a parameter the output does not reach.
+
+    ``workspace``: a dict the caller keeps across calls on batches of the same model; the weight gradients
+    are then written into its tensors, reused from call to call, and the returned tensors are valid only
+    until the next call with it. A fresh multi-megabyte tensor per layer and call costs page faults on first
+    touch: measured on config/cifar10.yaml's App. E ResNet (718,864 parameters, 64 points per call, 1 thread)
+    2.03-2.11 s per 512 points with a workspace against 3.03-3.14 s without (copies into J included); in its
+    whole eNTK (N = 2000) the Jacobians took 15.4 s against 17.7 s, identical K. No change on the digits ResNet.
     """
     owners = _owners(model)
     by_module: dict[nn.Module, list[tuple[str, str]]] = {}
@@ -178,12 +197,10 @@ def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.T
         if i not in grads:
             continue
         with torch.no_grad():
-            per = _rule(mod)(mod, a, grads[i].detach())
+            per = _rule(mod)(mod, a, grads[i].detach(), partial(_buffer, workspace, i, like=a))
         for name, attr in by_module[mod]:
-            if name in out:
-                out[name] += per[attr]
-            else:
-                out[name] = per[attr]
+            # out of place: a result may be a view of a gradient that autograd handed to several hooks
+            out[name] = out[name] + per[attr] if name in out else per[attr]
     for name in names:
         if name not in out:
             out[name] = torch.zeros((n, params[name].numel()), dtype=x.dtype, device=x.device)

@@ -104,6 +104,46 @@ def test_per_sample_grads_of_a_subset_and_of_an_unreached_parameter(mixed):
     assert out["unused.weight"].shape == (5, 4) and not out["unused.weight"].any()
 
 
+def test_a_workspace_is_reused_across_batches_without_changing_the_gradients(mixed):
+    """Weight gradients written into the caller's workspace: the same values as without it, batch after batch
+    (sizes 3, 3, 2): the buffers reused while the shape repeats, replaced when it changes."""
+    model, x, ref = mixed
+    m64 = copy.deepcopy(model).double()
+    names = [k for k, _ in m64.named_parameters()]
+    workspace: dict = {}
+    ptrs = []
+    for s in (slice(0, 3), slice(2, 5), slice(3, 5)):
+        out = per_sample_grads(m64, m64, x[s].double(), names, workspace)
+        rows = torch.cat([out[k] for k in names], dim=1).numpy()     # a copy, before the next call reuses the buffers
+        assert np.abs(rows - ref[s]).max() <= 1e-10 * np.abs(ref).max()
+        ptrs.append({k: t.data_ptr() for k, t in workspace.items()})
+    assert ptrs[0] and ptrs[1] == ptrs[0]
+    assert set(ptrs[2]) == set(ptrs[0]) and all(ptrs[2][k] != ptrs[0][k] for k in ptrs[0])
+
+
+def test_a_layer_called_twice_on_vectors_sums_its_gradients():
+    """A Linear applied twice to one vector per point, beside another Linear, all three summed: its per-sample
+    gradient is the sum over both calls, and the other layer's is untouched (autograd hands the sum's one
+    gradient tensor to all three hooks, and each bias term is a view of it: summing in place would corrupt it)."""
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.other, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, z):
+            return self.head(torch.tanh(self.lin(z) + self.lin(torch.tanh(z)) + self.other(z)))
+
+    torch.manual_seed(0)
+    model = Twice().double().eval()
+    z = torch.randn(5, 4, dtype=torch.float64)
+    ref = autograd_rows(model, z)
+    names = [k for k, _ in model.named_parameters()]
+    for workspace in (None, {}):
+        out = per_sample_grads(model, model, z, names, workspace)
+        rows = torch.cat([out[k] for k in names], dim=1).numpy()
+        assert np.abs(rows - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
 def test_unsupported_models_are_named():
     class Custom(nn.Linear):
         def forward(self, x):
