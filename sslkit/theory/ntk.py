@@ -189,7 +189,7 @@ _FORMULA_LEAVES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchn
                    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
-def _formula_flops(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+def _formula_flops(m: nn.Module, out: torch.Tensor) -> int:
     """FLOPs of one call of a ``_FORMULA_LEAVES`` module, as torch.utils.flop_counter counts them."""
     if isinstance(m, nn.modules.conv._ConvNd):
         k = int(np.prod(m.kernel_size))
@@ -197,6 +197,34 @@ def _formula_flops(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     if isinstance(m, nn.Linear):
         return 2 * out.numel() * m.in_features
     return 0
+
+
+# torch functions that do the FLOPs torch.utils.flop_counter counts (products and convolutions)
+_PRODUCT_FUNCTIONS = frozenset({
+    "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "einsum", "linear", "bilinear", "conv1d", "conv2d",
+    "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "convolution", "addmm", "addbmm",
+    "baddbmm", "addmv", "mv", "dot", "vdot", "tensordot", "inner", "outer", "ger", "chain_matmul", "multi_dot",
+    "scaled_dot_product_attention"})
+
+
+class _ProductsOutsideLeaves(torch.overrides.TorchFunctionMode):
+    """Records the first product or convolution a model does outside its leaf modules' forwards (e.g.
+    ``q @ k.T`` in a parent's forward): FLOPs that counting leaves by formula would miss."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth, self.found = 0, None
+
+    def enter(self, *_):
+        self.depth += 1
+
+    def leave(self, *_):
+        self.depth -= 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.depth == 0 and self.found is None and getattr(func, "__name__", "") in _PRODUCT_FUNCTIONS:
+            self.found = func.__name__
+        return func(*args, **(kwargs or {}))
 
 
 def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
@@ -211,16 +239,26 @@ def pass_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, 
     """
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     order: list[tuple[str, int]] = []
+    outside = None
     if all(isinstance(m, _FORMULA_LEAVES) for _, m in leaves):
         # FLOPs by formula (what torch.utils.flop_counter counts for these modules: 2 per multiply-add
         # of a convolution or matrix product, 0 for the rest), without FlopCounterMode, whose first use
-        # imports torch._dynamo (~1 s per process).
-        def post(name):
-            return lambda m, i, o: order.append((name, _formula_flops(m, i[0], o)))
+        # imports torch._dynamo (~1 s per process); valid when no product happens outside the leaves.
+        outside = _ProductsOutsideLeaves()
 
-        _forward_once(model, example, [m.register_forward_hook(post(n)) for n, m in leaves])
+        def post(name):
+            def hook(m, i, o):
+                outside.leave()
+                order.append((name, _formula_flops(m, o)))
+            return hook
+
+        hooks = [m.register_forward_pre_hook(outside.enter) for _, m in leaves]
+        hooks += [m.register_forward_hook(post(n)) for n, m in leaves]
+        with outside:
+            _forward_once(model, example, hooks)
         total = sum(f for _, f in order)
-    else:
+    if outside is None or outside.found is not None:
+        order = []
         from torch.utils.flop_counter import FlopCounterMode
 
         marks: dict[str, int] = {}
@@ -517,10 +555,11 @@ BATCHED_CHUNK = 128
 JACOBIAN_MODES = ("auto", "vmap", "loop", "batched")
 
 
-def _batched_agrees(model: nn.Module, example: torch.Tensor, out_fn, rtol: float = 1e-4) -> bool:
-    """Whether ``per_sample_grads`` on a small batch gives each point's gradient as a batch-1 autograd
-    backward does: checks that the points do not interact and that no parameter escapes the hooks."""
-    from sslkit.theory.per_sample import per_sample_grads
+def _batched_disagreement(model: nn.Module, example: torch.Tensor, out_fn, rtol: float = 1e-4) -> str | None:
+    """None if ``per_sample_grads`` on a small batch gives each point's gradient as a batch-1 autograd
+    backward does, else why not: checks that the points do not interact and that no parameter escapes the
+    hooks (e.g. a weight also used functionally by another module, or a user hook on a layer's output)."""
+    from sslkit.theory.per_sample import Refused, per_sample_grads
 
     with torch.no_grad(), _eval_mode(model):
         p = next(model.parameters())
@@ -530,8 +569,10 @@ def _batched_agrees(model: nn.Module, example: torch.Tensor, out_fn, rtol: float
         names = [k for k, v in model.named_parameters() if v.requires_grad]
         try:
             rows = per_sample_grads(model, lambda xs: out_fn(model(xs)), x, names)
-        except (ValueError, RuntimeError):
-            return False
+        except Refused as e:
+            return e.reason
+        except Exception as e:  # noqa: BLE001 - any failure of the batched path on this model means: not batched
+            return f"the batched pass failed ({type(e).__name__}: {e})"
         wrt = [v for k, v in model.named_parameters() if v.requires_grad]
         for i in range(len(x)):
             with torch.enable_grad():
@@ -540,8 +581,15 @@ def _batched_agrees(model: nn.Module, example: torch.Tensor, out_fn, rtol: float
             for k, g in zip(names, gs):
                 ref = torch.zeros_like(rows[k][i]) if g is None else g.reshape(-1)
                 if not torch.allclose(rows[k][i], ref, rtol=rtol, atol=rtol * float(ref.abs().max()) + 1e-12):
-                    return False
-    return True
+                    err = float((rows[k][i] - ref).abs().max() / max(float(ref.abs().max()), 1e-30))
+                    return (f"the per-sample gradient of {k} at point {i} differs from per-point autograd "
+                            f"(max relative difference {err:.1e})")
+    return None
+
+
+def _batched_agrees(model: nn.Module, example: torch.Tensor, out_fn, rtol: float = 1e-4) -> bool:
+    """Whether ``_batched_disagreement`` finds nothing."""
+    return _batched_disagreement(model, example, out_fn, rtol) is None
 
 
 def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device, jacobian: str = "auto",
@@ -549,14 +597,15 @@ def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device,
     """``vmap``, ``loop`` or ``batched`` for ``empirical_ntk(jacobian=...)``. ``auto`` on a CPU: the loop when
     one point's forward pass takes at least ``LOOP_MIN_FLOPS`` (counted by ``pass_flops``); ``batched`` below
     ``BATCHED_MAX_FLOPS`` when ``per_sample.unsupported_reason`` finds nothing and a check on the first points
-    of ``example`` (``_batched_agrees``) matches batch-1 autograd; else vmap. On a GPU: vmap (its batched
-    kernels keep the device busy; the batched path is not measured there)."""
+    of ``example`` (``_batched_disagreement``) matches batch-1 autograd; else vmap. On a GPU: vmap (its batched
+    kernels keep the device busy; the batched path is not measured there). An explicit ``batched`` is checked
+    the same way and raises, naming the reason, where it would be wrong."""
     if jacobian not in JACOBIAN_MODES:
         raise ValueError(f"jacobian must be one of {', '.join(JACOBIAN_MODES)}, got {jacobian!r}")
     if jacobian == "batched":
         from sslkit.theory.per_sample import unsupported_reason
 
-        why = unsupported_reason(model)
+        why = unsupported_reason(model) or _batched_disagreement(model, example, output_fn or (lambda o: o))
         if why is not None:
             raise ValueError(f"jacobian='batched' cannot differentiate this model: {why}; use 'vmap' or 'loop'")
     if jacobian != "auto":

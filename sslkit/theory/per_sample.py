@@ -29,9 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SUPPORTED_TYPES", "unsupported_reason", "per_sample_grads"]
+__all__ = ["SUPPORTED_TYPES", "Refused", "unsupported_reason", "per_sample_grads"]
 
 SUPPORTED_TYPES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
+
+
+class Refused(ValueError):
+    """A layer the batched pass cannot see whole; ``reason`` says which and why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason}; its per-sample gradients need jacobian='vmap' or 'loop'")
+        self.reason = reason
 
 
 def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
@@ -164,11 +172,15 @@ def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.T
     calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
     grads: dict[int, torch.Tensor] = {}
 
-    constant: list[str] = []
+    refused: list[str] = []
 
     def hook(mod, inputs, out):
+        if not inputs:               # called with keyword arguments only: the layer's input is not seen
+            refused.append(f"a {type(mod).__name__} of the model is called without a positional input")
+            return
         if not out.requires_grad:    # not computed from x: its weight gradient would escape the hooks
-            constant.append(type(mod).__name__)
+            refused.append(f"a {type(mod).__name__} of the model is applied to something that does not depend "
+                           f"on the input")
             return
         i = len(calls)
         calls.append((mod, inputs[0].detach(), out))
@@ -188,9 +200,8 @@ def per_sample_grads(model: nn.Module, forward: Callable[[torch.Tensor], torch.T
     finally:
         for h in handles:
             h.remove()
-    if constant:
-        raise ValueError(f"a {constant[0]} of the model is applied to something that does not depend on the "
-                         f"input; its per-sample gradients need jacobian='vmap' or 'loop'")
+    if refused:
+        raise Refused(refused[0])
     n = len(x)
     out: dict[str, torch.Tensor] = {}
     for i, (mod, a, _) in enumerate(calls):

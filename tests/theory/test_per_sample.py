@@ -259,9 +259,69 @@ def test_a_layer_applied_to_a_constant_is_refused():
     torch.manual_seed(0)
     model, z = Offset().eval(), torch.randn(4, 4)
     assert unsupported_reason(model) is None
-    with pytest.raises(ValueError, match="Linear of the model is applied to something that does not depend"):
+    with pytest.raises(ValueError, match="cannot differentiate this model: the per-sample gradient of embed.weight"):
         ntk.empirical_ntk(model, z, jacobian="batched")
+    with pytest.raises(ValueError, match="Linear of the model is applied to something that does not depend"):
+        frozen = {k: v.detach() for k, v in model.named_parameters()}    # as the eNTK engine calls it
+        per_sample_grads(model, lambda xs: torch.func.functional_call(model, frozen, (xs,)), z, ["embed.weight"])
     assert ntk.jacobian_mode(model, z, torch.device("cpu")) == "vmap"
     rows = autograd_rows(model, z)
     K = ntk.empirical_ntk(model, z).K
     assert np.abs(K - 2 * rows @ rows.T).max() <= 1e-5 * np.abs(K).max()
+
+
+def test_models_the_batched_path_would_get_wrong_are_refused():
+    """A Linear called with a keyword argument (its input unseen by the hook) and a weight also used functionally
+    by the parent (a tied decoder): auto falls back to vmap, an explicit batched raises naming the reason."""
+
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, z):
+            return self.lin(input=z)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(3, 4)
+
+        def forward(self, z):
+            return torch.nn.functional.linear(torch.tanh(self.enc(z)), self.enc.weight.T)
+
+    torch.manual_seed(0)
+    z, cpu = torch.randn(4, 3), torch.device("cpu")
+    for model, reason in ((Keyword(), "a Linear of the model is called without a positional input; use"),
+                          (Tied(), "the per-sample gradient of enc.weight at point 0 differs from per-point autograd")):
+        assert unsupported_reason(model) is None
+        assert ntk.jacobian_mode(model, z, cpu) == "vmap"
+        with pytest.raises(ValueError, match=f"jacobian='batched' cannot differentiate this model: {reason}"):
+            ntk.empirical_ntk(model, z, jacobian="batched")
+        rows = autograd_rows(model, z)
+        K = ntk.empirical_ntk(model, z).K
+        d = model(z[:1]).shape[1]
+        assert np.abs(K - d * rows @ rows.T).max() <= 1e-5 * np.abs(K).max()
+
+
+def test_pass_flops_counts_products_outside_the_leaves():
+    """An attention-like parent multiplies its Linears' outputs itself: those FLOPs are counted (FlopCounterMode
+    takes over from the per-leaf formula), so auto does not pick the batched path for an 84 MFLOP model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(64, 64) for _ in range(4))
+
+        def forward(self, z):
+            a = torch.softmax(self.q(z) @ self.k(z).transpose(1, 2), -1)
+            return self.o(a @ self.v(z)).mean(1)
+
+    model, z = Attention().eval(), torch.randn(2, 512, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(z[:1])
+    F, back = ntk.pass_flops(model, z)
+    assert F == fc.get_total_flops() > ntk.BATCHED_MAX_FLOPS
+    assert back["q.weight"][1] == 2 * 512 * 64 * 64
+    assert ntk.jacobian_mode(model, z, torch.device("cpu")) == "vmap"
