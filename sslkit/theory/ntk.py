@@ -556,11 +556,15 @@ JACOBIAN_MODES = ("auto", "vmap", "loop", "batched")
 
 
 def _batched_disagreement(model: nn.Module, example: torch.Tensor, out_fn, rtol: float = 1e-4) -> str | None:
-    """None if ``per_sample_grads`` on a small batch gives each point's gradient as a batch-1 autograd
-    backward does, else why not: checks that the points do not interact and that no parameter escapes the
-    hooks (e.g. a weight also used functionally by another module, or a user hook on a layer's output)."""
-    from sslkit.theory.per_sample import Refused, per_sample_grads
+    """None if ``per_sample.unsupported_reason`` finds nothing and ``per_sample_grads`` on a small batch gives
+    each point's gradient as a batch-1 autograd backward does, else why not: checks that the points do not
+    interact and that no parameter escapes the hooks (e.g. a weight also used functionally by another module,
+    or a user hook on a layer's output)."""
+    from sslkit.theory.per_sample import Refused, per_sample_grads, unsupported_reason
 
+    why = unsupported_reason(model)
+    if why is not None:
+        return why
     with torch.no_grad(), _eval_mode(model):
         p = next(model.parameters())
         x = example[:3].to(device=p.device, dtype=p.dtype)
@@ -596,16 +600,15 @@ def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device,
                   output_fn: Callable[[object], torch.Tensor] | None = None) -> str:
     """``vmap``, ``loop`` or ``batched`` for ``empirical_ntk(jacobian=...)``. ``auto`` on a CPU: the loop when
     one point's forward pass takes at least ``LOOP_MIN_FLOPS`` (counted by ``pass_flops``); ``batched`` below
-    ``BATCHED_MAX_FLOPS`` when ``per_sample.unsupported_reason`` finds nothing and a check on the first points
-    of ``example`` (``_batched_disagreement``) matches batch-1 autograd; else vmap. On a GPU: vmap (its batched
+    ``BATCHED_MAX_FLOPS`` when the model's layers are supported and a check on the first points of ``example``
+    (``_batched_disagreement``) matches batch-1 autograd; else vmap. On a GPU: vmap (its batched
     kernels keep the device busy; the batched path is not measured there). An explicit ``batched`` is checked
     the same way and raises, naming the reason, where it would be wrong."""
     if jacobian not in JACOBIAN_MODES:
         raise ValueError(f"jacobian must be one of {', '.join(JACOBIAN_MODES)}, got {jacobian!r}")
+    out_fn = output_fn or (lambda o: o)
     if jacobian == "batched":
-        from sslkit.theory.per_sample import unsupported_reason
-
-        why = unsupported_reason(model) or _batched_disagreement(model, example, output_fn or (lambda o: o))
+        why = _batched_disagreement(model, example, out_fn)
         if why is not None:
             raise ValueError(f"jacobian='batched' cannot differentiate this model: {why}; use 'vmap' or 'loop'")
     if jacobian != "auto":
@@ -615,11 +618,8 @@ def jacobian_mode(model: nn.Module, example: torch.Tensor, device: torch.device,
     flops = pass_flops(model, example)[0]
     if flops >= LOOP_MIN_FLOPS:
         return "loop"
-    if flops < BATCHED_MAX_FLOPS:
-        from sslkit.theory.per_sample import unsupported_reason
-
-        if unsupported_reason(model) is None and _batched_agrees(model, example, output_fn or (lambda o: o)):
-            return "batched"
+    if flops < BATCHED_MAX_FLOPS and _batched_disagreement(model, example, out_fn) is None:
+        return "batched"
     return "vmap"
 
 
